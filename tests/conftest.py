@@ -2,7 +2,7 @@
 
 The real data is read in place and never downloaded. Its root folder is
 ``$SUBSPACE_DIFFUSION_DATA_ROOT`` if set, else the ``shared/data`` folder next
-to the repository checkout. It holds ``mnist/`` (the four official IDX files)
+to the repository checkout. It contains ``mnist/`` (the four official IDX files)
 and ``cifar-10-batches-py/``. Fashion-MNIST comes from the Debian package
 ``dataset-fashion-mnist``. Tests that need a missing dataset are skipped.
 """
@@ -30,7 +30,7 @@ def require_real_data(*parts: str) -> Path:
     path = real_data_root().joinpath(*parts)
     if not path.exists():
         pytest.skip(
-            f"real data not found at {path}, set {DATA_ROOT_ENV} to the folder "
+            f"Real data not found at {path}. Set {DATA_ROOT_ENV} to the folder "
             "that contains mnist/ and cifar-10-batches-py/"
         )
     return path
@@ -65,7 +65,7 @@ def fashion_mnist_dir() -> Path:
     """Folder where the Debian package dataset-fashion-mnist installs its files."""
     if not FASHION_MNIST_SYSTEM_DIR.is_dir():
         pytest.skip(
-            f"Fashion-MNIST not found at {FASHION_MNIST_SYSTEM_DIR}, install the "
+            f"Fashion-MNIST not found at {FASHION_MNIST_SYSTEM_DIR}. Install the "
             "Debian package dataset-fashion-mnist"
         )
     return FASHION_MNIST_SYSTEM_DIR

@@ -24,6 +24,7 @@ decentralized multitask learning", arXiv:2304.07358.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -94,6 +95,19 @@ _HINTS = {
 
 _CLOSED_FORM_KINDS = ("shared", "local", "clustered")
 
+_SPECTRAL_HINT = (
+    "That design minimises the spectral radius over all symmetric matrices on "
+    "this graph, so none is valid. Use a smaller subspace or a denser graph."
+)
+_LEAST_SQUARES_HINT = (
+    "Use a smaller subspace, a denser graph, or method='spectral' (needs cvxpy), "
+    "which minimises the spectral radius directly and so decides whether any "
+    "symmetric matrix is valid."
+)
+
+LSTSQ_RCOND = 1e-10
+"""Relative cutoff below which singular values of the design constraints count as zero."""
+
 
 @dataclass(frozen=True)
 class ConditionCheck:
@@ -126,6 +140,8 @@ class ValidationReport:
         ``A^i`` to ``P_U``.
     subspace_name, graph_name : str
         Descriptions used in messages.
+    notes : list of str
+        Caveats that are not conditions, such as the averaging rule's bias.
     """
 
     conditions: dict[str, ConditionCheck]
@@ -176,13 +192,7 @@ class ValidationReport:
             "subspace": self.subspace_name,
             "graph": self.graph_name,
             "conditions": {
-                name: {
-                    "residual": check.residual,
-                    "limit": check.limit,
-                    "passed": check.passed,
-                    "required": check.required,
-                    "detail": check.detail,
-                }
+                name: dataclasses.asdict(check)
                 for name, check in self.conditions.items()
             },
             "notes": list(self.notes),
@@ -262,24 +272,17 @@ def measure_combination_matrix(
         sparsity_detail = f"largest at entry ({row}, {column})"
     radius = spectral_radius(array - subspace.projector)
 
-    def check(name: str, residual: float, required: bool = True) -> ConditionCheck:
-        return ConditionCheck(name, residual, tol, residual <= tol, required)
+    def equality(name: str, residual: float, **options) -> ConditionCheck:
+        return ConditionCheck(name, residual, tol, residual <= tol, **options)
 
-    conditions = {
-        "A U = U": check("A U = U", right_residual),
-        "U^T A = U^T": check("U^T A = U^T", left_residual),
-        "symmetry": check("symmetry", symmetry_residual, require_symmetric),
-        "sparsity": ConditionCheck(
-            "sparsity",
-            sparsity_residual,
-            tol,
-            sparsity_residual <= tol,
-            detail=sparsity_detail,
-        ),
-        "spectral radius": ConditionCheck(
-            "spectral radius", radius, 1.0 - tol, radius < 1.0 - tol
-        ),
-    }
+    checks = [
+        equality("A U = U", right_residual),
+        equality("U^T A = U^T", left_residual),
+        equality("symmetry", symmetry_residual, required=require_symmetric),
+        equality("sparsity", sparsity_residual, detail=sparsity_detail),
+        ConditionCheck("spectral radius", radius, 1.0 - tol, radius < 1.0 - tol),
+    ]
+    conditions = {check.name: check for check in checks}
     return ValidationReport(conditions, 1.0 - radius, subspace_label, graph_label)
 
 
@@ -352,28 +355,29 @@ def validate_combination_matrix(
     if not report.ok:
         error = InvalidCombinationMatrixError(
             f"invalid combination matrix for subspace {report.subspace_name} on "
-            f"graph {report.graph_name}: {_describe_failures(report)} Build a "
-            "valid one with design_combination_matrix()."
+            f"graph {report.graph_name}: {_describe_failures(report.failures, True)} "
+            "Build a valid one with design_combination_matrix()."
         )
         error.report = report
         raise error
     return report
 
 
-def _describe_failures(report: ValidationReport) -> str:
+def _describe_failures(failures: list[ConditionCheck], with_hints: bool) -> str:
     sentences = []
-    for check in report.failures:
+    for check in failures:
         if check.name == "spectral radius":
-            sentences.append(
-                f"condition 'spectral radius(A - P_U) < 1' fails with "
-                f"{check.residual:.6g}. {_HINTS[check.name]}"
+            sentence = (
+                "condition 'spectral radius(A - P_U) < 1' fails with "
+                f"{check.residual:.6g}."
             )
-            continue
-        where = f" ({check.detail})" if check.detail else ""
-        sentences.append(
-            f"condition '{check.name}' fails with residual {check.residual:.3g}"
-            f"{where}, above the tolerance {check.limit:.0e}. {_HINTS[check.name]}"
-        )
+        else:
+            where = f" ({check.detail})" if check.detail else ""
+            sentence = (
+                f"condition '{check.name}' fails with residual {check.residual:.3g}"
+                f"{where}, above the tolerance {check.limit:.0e}."
+            )
+        sentences.append(f"{sentence} {_HINTS[check.name]}" if with_hints else sentence)
     return " ".join(sentences)
 
 
@@ -400,7 +404,9 @@ def design_combination_matrix(
         identity) and clustered subspaces (one Metropolis matrix per cluster,
         on the cluster's induced subgraph). ``"least-squares"`` minimises
         ``||A - P_U||_F`` over symmetric A with ``A U = U`` on the sparsity
-        pattern, which is a linear problem and works for every subspace.
+        pattern. It is a linear problem and available for every subspace, but
+        its optimum may have ``spectral_radius(A - P_U) >= 1`` where the
+        spectral design finds a valid matrix.
         ``"spectral"`` minimises ``||A - P_U||_2``, which for a symmetric A is
         ``spectral_radius(A - P_U)`` itself, and needs cvxpy. ``"auto"`` uses
         the closed form where one exists and least squares otherwise.
@@ -445,33 +451,42 @@ def design_combination_matrix(
         raise ConfigError(
             f"unknown weights {weights!r}. Use one of {', '.join(WEIGHTS)}."
         )
-    pattern = sparsity_pattern(subspace, graph)
+    sparsity_pattern(subspace, graph)  # checks that the agent counts agree
     subspace_label = subspace_name or subspace.describe()
     graph_label = describe_graph(graph, graph_name)
-    agent_subspace = subspace
-    if isinstance(subspace, VectorSubspace):
-        agent_subspace = subspace.agent_subspace
-
+    # A lifted subspace U_g (x) I_dim is designed on the K x K level (see Notes).
+    design_subspace = subspace
+    if isinstance(subspace, VectorSubspace) and subspace.agent_subspace is not None:
+        design_subspace = subspace.agent_subspace
+    kind = design_subspace.kind if isinstance(design_subspace, AgentSubspace) else None
+    if method == "auto":
+        method = "closed-form" if kind in _CLOSED_FORM_KINDS else "least-squares"
+    if method == "closed-form" and kind not in _CLOSED_FORM_KINDS:
+        raise ConfigError(
+            f"no closed form exists for subspace {subspace_label}. Use "
+            "method='least-squares' or method='spectral'."
+        )
     if weights == "averaging":
-        if agent_subspace is None or agent_subspace.kind != "shared":
+        if kind != "shared" or method != "closed-form":
             raise ConfigError(
-                f"weights='averaging' is only defined for a shared subspace, got "
-                f"{subspace_label}. Use weights='metropolis'."
-            )
-        if method not in ("auto", "closed-form"):
-            raise ConfigError(
-                f"weights='averaging' selects the closed form, so it cannot be "
-                f"combined with method={method!r}. Use method='auto'."
+                "weights='averaging' is only defined for the closed form of a shared "
+                f"subspace, got subspace {subspace_label} with method {method!r}. "
+                "Use weights='metropolis'."
             )
         warnings.warn(AVERAGING_WARNING, UserWarning, stacklevel=2)
 
-    if agent_subspace is None:
-        matrix = _design_matrix(subspace, graph, pattern, method, weights)
+    if method == "closed-form":
+        matrix = _closed_form_matrix(design_subspace, graph, weights)
     else:
-        agent_pattern = sparsity_pattern(agent_subspace, graph)
-        matrix = _design_matrix(agent_subspace, graph, agent_pattern, method, weights)
-        if isinstance(subspace, VectorSubspace):
-            matrix = np.kron(matrix, np.eye(subspace.sizes[0]))
+        pattern = sparsity_pattern(design_subspace, graph)
+        target = design_subspace.projector
+        if method == "spectral":
+            target = _spectral_design(design_subspace.basis, target, pattern)
+        # The solver output meets the constraints only to its own tolerance, so
+        # it is moved to the closest exactly feasible matrix, as P_U is.
+        matrix = _closest_feasible_matrix(target, design_subspace.basis, pattern)
+    if design_subspace is not subspace:
+        matrix = np.kron(matrix, np.eye(subspace.sizes[0]))
 
     report = measure_combination_matrix(
         matrix,
@@ -490,11 +505,11 @@ def design_combination_matrix(
         if weights == "metropolis" or check.name != "U^T A = U^T"
     ]
     if failures:
+        hint = _SPECTRAL_HINT if method == "spectral" else _LEAST_SQUARES_HINT
         error = InfeasibleSubspaceError(
             f"no valid combination matrix found for subspace {subspace_label} on "
-            f"graph {graph_label}: the {_method_label(method, agent_subspace)} "
-            f"design {_describe_failures_short(failures)}. "
-            f"{_infeasibility_hint(method)}"
+            f"graph {graph_label}: in the {method} design, "
+            f"{_describe_failures(failures, False)} {hint}"
         )
         error.report = report
         raise error
@@ -504,57 +519,6 @@ def design_combination_matrix(
             "converges to a wrong point with this matrix"
         )
     return matrix, report
-
-
-def _method_label(method: str, agent_subspace: AgentSubspace | None) -> str:
-    if method != "auto":
-        return method
-    if agent_subspace is not None and agent_subspace.kind in _CLOSED_FORM_KINDS:
-        return "closed-form"
-    return "least-squares"
-
-
-def _describe_failures_short(failures: list[ConditionCheck]) -> str:
-    parts = []
-    for check in failures:
-        if check.name == "spectral radius":
-            parts.append(f"has spectral radius(A - P_U) = {check.residual:.6g} >= 1")
-        else:
-            parts.append(f"breaks '{check.name}' by {check.residual:.3g}")
-    return " and ".join(parts)
-
-
-def _infeasibility_hint(method: str) -> str:
-    if method == "spectral":
-        return (
-            "That design minimises the spectral radius over all symmetric matrices "
-            "on this graph, so none is valid. Use a smaller subspace or a denser graph."
-        )
-    return (
-        "Use a smaller subspace, a denser graph, or method='spectral' (needs "
-        "cvxpy), which minimises the spectral radius directly and decides "
-        "whether any symmetric matrix is valid."
-    )
-
-
-def _design_matrix(
-    subspace: Subspace,
-    graph: nx.Graph,
-    pattern: np.ndarray,
-    method: str,
-    weights: str,
-) -> np.ndarray:
-    kind = subspace.kind if isinstance(subspace, AgentSubspace) else None
-    if method == "closed-form" and kind not in _CLOSED_FORM_KINDS:
-        raise ConfigError(
-            f"no closed form exists for subspace {subspace.describe()}. Use "
-            "method='least-squares' or method='spectral'."
-        )
-    if method in ("auto", "closed-form") and kind in _CLOSED_FORM_KINDS:
-        return _closed_form_matrix(subspace, graph, weights)
-    if method == "spectral":
-        return _spectral_design(subspace.basis, subspace.projector, pattern)
-    return _closest_feasible_matrix(subspace.projector, subspace.basis, pattern)
 
 
 def _closed_form_matrix(
@@ -633,7 +597,12 @@ def _closest_feasible_matrix(
     start = 0.5 * (target + target.T)[rows, columns]
 
     rhs = basis.reshape(-1) - constraint @ start
-    step = np.linalg.lstsq(constraint / scale, rhs, rcond=None)[0]
+    # The equations are linearly dependent (for symmetric A, U^T (A U - U) is
+    # symmetric, so P(P-1)/2 of them repeat others). Rounding in U turns their
+    # zero singular values into noise of about 1e-14, which the default cutoff
+    # of lstsq keeps, so cut at a relative 1e-10 instead. If a genuine
+    # equation were cut, validation would report A U != U.
+    step = np.linalg.lstsq(constraint / scale, rhs, rcond=LSTSQ_RCOND)[0]
     free = start + step / scale
 
     matrix = np.zeros(pattern.shape)
@@ -645,11 +614,7 @@ def _closest_feasible_matrix(
 def _spectral_design(
     basis: np.ndarray, projector: np.ndarray, pattern: np.ndarray
 ) -> np.ndarray:
-    """Minimise ``||A - P_U||_2`` over feasible A with cvxpy.
-
-    The solver meets the equality constraints only to its own tolerance, so
-    its solution is moved to the closest exactly feasible matrix afterwards.
-    """
+    """Minimise ``||A - P_U||_2`` over feasible A with cvxpy and return A."""
     try:
         import cvxpy as cp
     except ImportError as error:
@@ -674,12 +639,13 @@ def _spectral_design(
             f"cvxpy failed to solve the spectral design: {error}. Try "
             "method='least-squares'."
         ) from error
+    # The identity is always feasible, so any other status is a solver failure.
     if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
         raise InfeasibleSubspaceError(
             f"cvxpy returned status {problem.status!r} for the spectral design. "
             "Try method='least-squares'."
         )
-    return _closest_feasible_matrix(np.asarray(matrix.value), basis, pattern)
+    return np.asarray(matrix.value, dtype=np.float64)
 
 
 def _max_abs(array: np.ndarray) -> float:

@@ -572,10 +572,11 @@ def _load_mnist_like(directory: Path, name: str) -> tuple[np.ndarray, ...]:
                 f"{labels.shape}, expected ({images.shape[0]},) to match the "
                 "images."
             )
-        if labels.size > 0 and labels.max() >= _NUM_CLASSES[name]:
+        if labels.size > 0 and (labels.min() < 0 or labels.max() >= _NUM_CLASSES[name]):
             raise DataError(
-                f"{display} {split} labels in {directory} go up to {labels.max()}, "
-                f"outside the {_NUM_CLASSES[name]} classes."
+                f"{display} {split} labels in {directory} range over "
+                f"{labels.min()}..{labels.max()}, outside the classes "
+                f"0..{_NUM_CLASSES[name] - 1}."
             )
     return (
         arrays["train_images"][:, np.newaxis],
@@ -668,7 +669,7 @@ def load_dataset(
 
     if name == "digits":
         directory = None
-        train_x, test_x, train_y, test_y = _load_digits()
+        train_pixels, test_pixels, train_labels, test_labels = _load_digits()
         max_value = 16.0
     else:
         directory = Path(data_dir).expanduser() if data_dir is not None else None
@@ -687,17 +688,21 @@ def load_dataset(
                 "folder with the dataset files."
             )
         if name == "cifar10":
-            train_x, test_x, train_y, test_y = _load_cifar10(directory)
+            train_pixels, test_pixels, train_labels, test_labels = _load_cifar10(
+                directory
+            )
         else:
-            train_x, test_x, train_y, test_y = _load_mnist_like(directory, name)
+            train_pixels, test_pixels, train_labels, test_labels = _load_mnist_like(
+                directory, name
+            )
         max_value = 255.0
 
     dataset = ImageDataset(
         name=name,
-        train_images=_to_normalised_tensor(train_x, max_value, size),
-        train_labels=torch.from_numpy(train_y),
-        test_images=_to_normalised_tensor(test_x, max_value, size),
-        test_labels=torch.from_numpy(test_y),
+        train_images=_to_normalised_tensor(train_pixels, max_value, size),
+        train_labels=torch.from_numpy(train_labels),
+        test_images=_to_normalised_tensor(test_pixels, max_value, size),
+        test_labels=torch.from_numpy(test_labels),
         num_classes=_NUM_CLASSES[name],
     )
     logger.info(

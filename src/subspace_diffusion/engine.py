@@ -159,6 +159,10 @@ class Simulator:
         Multiplies AGD's ``eta``.
     forward_path : {"auto", "batched", "vmap"}
         See :func:`subspace_diffusion.stacked.make_stacked_forward`.
+    loss_function : callable, optional
+        ``loss_function(outputs, targets)`` with outputs ``(K, B, ...)`` and
+        targets ``(K, B, ...)``, returning each agent's mean loss ``(K,)``.
+        Defaults to cross-entropy on logits.
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class Simulator:
         weights: str = "metropolis",
         agd_gain: float = 1.0,
         forward_path: str = "auto",
+        loss_function=None,
     ) -> None:
         num_agents = graph.number_of_nodes()
         if len(shards) != num_agents:
@@ -224,6 +229,7 @@ class Simulator:
         )
         self.combiner = StackedCombiner(self.sharing, dtype, self.device)
         self.forward = make_stacked_forward(model, forward_path)
+        self.loss_function = loss_function
 
         generator = torch.Generator().manual_seed(seed)
         if initialisation == "auto":
@@ -285,6 +291,8 @@ class Simulator:
 
     def _losses(self, params, images, labels) -> torch.Tensor:
         logits = self.logits(params, images)
+        if self.loss_function is not None:
+            return self.loss_function(logits, labels)
         k, b = labels.shape
         losses = F.cross_entropy(
             logits.reshape(k * b, -1), labels.reshape(-1), reduction="none"

@@ -245,8 +245,8 @@ def _make_random_geometric(
         radius = DEFAULT_RADIUS
     if not radius > 0.0:
         raise ConfigError(f"random-geometric radius must be positive, got {radius}.")
-    # In the unit square the graph is connected with high probability once
-    # pi r^2 K exceeds ln K (Penrose's threshold), so suggest a radius above it.
+    # In the unit square the graph is connected with high probability roughly
+    # once pi r^2 K exceeds ln K, so the hint suggests a radius above that.
     threshold = (
         math.sqrt(math.log(num_agents) / (math.pi * num_agents))
         if num_agents > 1
@@ -286,7 +286,7 @@ def _draw_connected(
 def load_edge_list(path: str | os.PathLike[str]) -> nx.Graph:
     """Read a graph from a text file of ``u v`` lines.
 
-    Each non-blank line holds two integer node ids separated by whitespace.
+    Each non-blank line contains two integer node ids separated by whitespace.
     ``#`` starts a comment. The ids must be exactly ``0 .. K-1``, and no id
     is renumbered. A line ``k k`` declares agent ``k`` without adding an edge,
     which is how :func:`write_edge_list` stores an agent with no neighbours.

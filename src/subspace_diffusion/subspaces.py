@@ -48,8 +48,6 @@ KINDS = ("shared", "local", "clustered", "smooth", "general")
 ORTHONORMALITY_TOL = 1e-8
 """Largest entry of ``|U^T U - I|`` accepted as orthonormal."""
 
-_ORTHONORMALISE_HINT = "Pass the basis through general_subspace() to orthonormalise it."
-
 
 @dataclass(frozen=True, eq=False, repr=False)
 class AgentSubspace:
@@ -355,7 +353,7 @@ def clustered_subspace(
 def smooth_subspace(graph: nx.Graph, num_eigenvectors: int) -> AgentSubspace:
     """Build the subspace of the graph Laplacian's smoothest eigenvectors.
 
-    ``U_g`` holds the ``P = num_eigenvectors`` eigenvectors of ``L = D - A``
+    The columns of ``U_g`` are the ``P = num_eigenvectors`` eigenvectors of ``L = D - A``
     (degree minus adjacency matrix) with the smallest eigenvalues. The first
     one is always ``1 / sqrt(K)``. Each eigenvector's sign is fixed so that
     its largest entry is positive, so the basis is reproducible.
@@ -470,7 +468,8 @@ def _checked_orthonormal_basis(basis: np.ndarray, name: str) -> np.ndarray:
     if gram_error > ORTHONORMALITY_TOL:
         raise ConfigError(
             f"{name} columns are not orthonormal: max |U^T U - I| = {gram_error:.3g} "
-            f"exceeds {ORTHONORMALITY_TOL}. {_ORTHONORMALISE_HINT}"
+            f"exceeds {ORTHONORMALITY_TOL}. Pass the basis through "
+            "general_subspace() to orthonormalise it."
         )
     return _read_only(array.copy())
 

@@ -112,8 +112,8 @@ def _normalise_tasks(
             )
         if len(classes) == 0:
             raise ConfigError(
-                f"Task {t} has no classes, but every task needs at least one class "
-                f"label in 0..{dataset.num_classes - 1}."
+                f"Task {t} has no classes, but every task needs at least one "
+                f"class label in 0..{dataset.num_classes - 1}."
             )
         task = tuple(_as_int(f"class label in task {t}", c) for c in classes)
         for c in task:

@@ -208,7 +208,7 @@ class TrainConfig:
     strategy: str = "exact"
     step_rule: str = "agd-shared"
     step_size: float | None = None
-    epochs: float = 20
+    epochs: float = 30
     batch_size: int = 32
     local_steps: int = 1
     seed: int = 0

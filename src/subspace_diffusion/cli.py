@@ -45,7 +45,7 @@ def _add_train_parser(subparsers) -> None:
     add("--strategy", choices=STRATEGIES, help="cooperation strategy (default: exact)")
     add("--step-rule", choices=STEP_RULES, help="step-size rule (default: agd-shared)")
     add("--step-size", type=float, help="step size mu of --step-rule constant (dimensionless)")
-    add("--epochs", type=float, help="passes over each agent's training shard (default: 20)")
+    add("--epochs", type=float, help="passes over each agent's training shard; fractions allowed (default: 30)")
     add("--batch-size", type=int, help="samples per agent per minibatch (default: 32)")
     add("--local-steps", type=int, help="adapt steps per exchange, E (default: 1)")
     add("--evaluations-per-epoch", type=int, help="test evaluations per epoch (default: 1)")

@@ -272,13 +272,15 @@ def test_least_squares_ill_conditioned_basis():
     assert_valid_matrix(matrix, subspace.basis, graph)
 
 
-def test_vector_unequal_sizes_design():
+@pytest.mark.parametrize("dimension", [1, 2])
+def test_vector_unequal_sizes_design(dimension):
     graph = nx.path_graph(3)
-    subspace = vector_subspace(random_basis(6, 1, seed=4), [2, 3, 1])
+    subspace = vector_subspace(random_basis(6, dimension, seed=4), [2, 3, 1])
     matrix, report = design_combination_matrix(subspace, graph)
     assert matrix.shape == (6, 6)
     assert report.ok
     np.testing.assert_allclose(matrix @ subspace.basis, subspace.basis, atol=1e-9)
+    np.testing.assert_allclose(subspace.basis.T @ matrix, subspace.basis.T, atol=1e-9)
     np.testing.assert_allclose(matrix, matrix.T, atol=1e-12)
     # Agents 0 and 2 are not neighbours, so their block is zero.
     assert np.all(matrix[0:2, 5:6] == 0.0)
@@ -449,6 +451,14 @@ def test_design_averaging_weights_warns():
     assert report.conditions["spectral radius"].passed
 
 
+def test_design_averaging_needs_closed_form():
+    graph, _ = GRAPHS["ring6"]
+    with pytest.raises(ConfigError, match="method 'least-squares'"):
+        design_combination_matrix(
+            shared_subspace(6), graph, method="least-squares", weights="averaging"
+        )
+
+
 def test_design_averaging_needs_shared():
     graph, labels = GRAPHS["ring6"]
     with pytest.raises(
@@ -483,3 +493,28 @@ def test_design_closed_form_missing():
         design_combination_matrix(
             smooth_subspace(graph, 1), graph, method="closed-form"
         )
+
+
+def test_spectral_design_beats_least_squares():
+    pytest.importorskip("cvxpy")
+    graph = make_graph("random-geometric", 8, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        subspace = smooth_subspace(graph, 1)
+    _, least_squares = design_combination_matrix(subspace, graph, method="least-squares")
+    matrix, spectral = design_combination_matrix(subspace, graph, method="spectral")
+    assert spectral.ok
+    assert 1 - spectral.spectral_gap < 1 - least_squares.spectral_gap
+    assert np.allclose(matrix, matrix.T)
+
+
+def test_spectral_design_finds_feasible_case():
+    pytest.importorskip("cvxpy")
+    graph = make_graph("random-geometric", 8, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        subspace = smooth_subspace(graph, 2)
+    with pytest.raises(InfeasibleSubspaceError):
+        design_combination_matrix(subspace, graph, method="least-squares")
+    _, report = design_combination_matrix(subspace, graph, method="spectral")
+    assert report.ok

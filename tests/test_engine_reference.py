@@ -64,6 +64,19 @@ class ResidualNet(nn.Module):
         return self.head(self.trunk(x).flatten(1))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """Run on one intra-op thread, restoring the setting afterwards.
+
+    The tensors here are tiny, so extra threads only add synchronisation; on a
+    busy two-core machine they made this file about ten times slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def ring(num_agents: int) -> nx.Graph:
     return nx.cycle_graph(num_agents)
 

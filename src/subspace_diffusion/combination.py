@@ -482,8 +482,9 @@ def design_combination_matrix(
         target = design_subspace.projector
         if method == "spectral":
             target = _spectral_design(design_subspace.basis, target, pattern)
-        # The solver output meets the constraints only to its own tolerance, so
-        # it is moved to the closest exactly feasible matrix, as P_U is.
+        # Least squares moves P_U to the closest feasible matrix. The spectral
+        # solution meets the constraints only to the solver's tolerance, so it
+        # is moved the same way.
         matrix = _closest_feasible_matrix(target, design_subspace.basis, pattern)
     if design_subspace is not subspace:
         matrix = np.kron(matrix, np.eye(subspace.sizes[0]))
@@ -590,6 +591,10 @@ def _closest_feasible_matrix(
     With ``y = sqrt(weight) (x - target)`` the problem is the minimum-norm
     solution of the linear system ``C diag(1 / sqrt(weight)) y = vec(U) -
     C target``. The identity is always feasible, so the system is consistent.
+
+    NOTE: the dense system has ``N P`` rows and one column per allowed entry on
+    or above the diagonal, so for a general VectorSubspace its memory and SVD
+    time grow quickly with N. Lifted subspaces are designed on K x K instead.
     """
     rows, columns = _free_entries(pattern)
     scale = np.sqrt(np.where(rows == columns, 1.0, 2.0))
@@ -624,7 +629,6 @@ def _spectral_design(
             "method='least-squares'."
         ) from error
 
-    # NOTE: this path is not run by the test suite, which has no cvxpy.
     size = pattern.shape[0]
     matrix = cp.Variable((size, size), symmetric=True)
     outside = (~pattern).astype(np.float64)

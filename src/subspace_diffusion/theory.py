@@ -106,8 +106,8 @@ __all__ = [
     "to_db",
 ]
 
-SYMMETRY_TOL = 1e-10
-"""Largest ``|A - A^T|`` entry that exact diffusion's theory accepts."""
+SYMMETRY_TOL = 1e-8
+"""Largest ``|A - A^T|`` entry accepted as symmetric for exact diffusion."""
 
 
 @dataclass(frozen=True)
@@ -312,44 +312,43 @@ def exact_error_recursion(
         )
 
     # B = ((I - A) / 2)^{1/2}: symmetric square root through eigh.
-    half_laplacian = 0.5 * (np.eye(size) - 0.5 * (matrix + matrix.T))
-    eigenvalues, eigenvectors = np.linalg.eigh(half_laplacian)
+    b_squared = 0.5 * (np.eye(size) - 0.5 * (matrix + matrix.T))
+    eigenvalues, eigenvectors = np.linalg.eigh(b_squared)
     if eigenvalues.min() < -1e-10:
         raise InvalidCombinationMatrixError(
             f"A has eigenvalue {1 - 2 * eigenvalues.min():.6g} above 1, so "
             "(I - A) / 2 has no real square root. A valid combination matrix "
             "has eigenvalues in (-1, 1]."
         )
-    root = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ eigenvectors.T
+    b_matrix = eigenvectors * np.sqrt(np.clip(eigenvalues, 0.0, None))
+    b_matrix = b_matrix @ eigenvectors.T
 
-    # Dual error restricted to range(I - P_U), where it lives.
+    # Write the dual error in a basis Q of range(I - P_U), the only part B excites.
     complement = scipy.linalg.null_space(basis.T)
     averaged = 0.5 * (np.eye(size) + matrix)
     primal = averaged @ (np.eye(size) - mu * hessian)
-    dual_root = complement.T @ root
+    dual_b = complement.T @ b_matrix
     recursion = np.block(
         [
-            [primal, -root @ complement],
+            [primal, -b_matrix @ complement],
             [
-                dual_root @ primal,
-                np.eye(complement.shape[1]) - dual_root @ root @ complement,
+                dual_b @ primal,
+                np.eye(complement.shape[1]) - dual_b @ b_matrix @ complement,
             ],
         ]
     )
-    noise_gain = np.vstack([averaged, dual_root @ averaged])
+    noise_gain = np.vstack([averaged, dual_b @ averaged])
     return recursion, noise_gain
 
 
-def check_stability(
-    recursion: np.ndarray, step_size: float, strategy: str
-) -> float:
+def check_stability(recursion: np.ndarray, step_size: float, strategy: str) -> float:
     """Return the spectral radius of an error recursion, raising if it is 1 or more.
 
     Raises
     ------
     ConfigError
         If the spectral radius is at least 1, because the iterates then
-        diverge for this step size. The message gives the radius and asks for
+        diverge for this step size. The message gives the radius and suggests
         a smaller step size.
     """
     radius = spectral_radius(recursion)
@@ -471,9 +470,7 @@ def _check_step_size(step_size: float) -> float:
     ):
         raise ConfigError(f"step_size must be a number, got {step_size!r}.")
     if not np.isfinite(step_size) or step_size <= 0:
-        raise ConfigError(
-            f"step_size must be positive and finite, got {step_size}."
-        )
+        raise ConfigError(f"step_size must be positive and finite, got {step_size}.")
     return float(step_size)
 
 

@@ -63,8 +63,9 @@ __all__ = [
 ]
 
 GRADIENT_MODES = ("exact", "sampled", "additive")
-"""Gradient oracles: ``H (W - W*)``; ``-u (d - u^T w)`` on fresh data; exact plus
-white noise of standard deviation ``gradient_noise_std``."""
+"""Gradient oracles. ``"exact"`` returns ``H (W - W*)``, ``"sampled"`` returns
+``-u (d - u^T w)`` on fresh data, and ``"additive"`` adds white noise of standard
+deviation ``gradient_noise_std`` to the exact gradient."""
 
 COVARIANCE_KINDS = ("identity", "random-diagonal", "random")
 """Regressor covariances ``R_k`` that :func:`make_regression_problem` draws."""
@@ -119,7 +120,11 @@ class RegressionProblem:
         noise = np.asarray(self.noise_std, dtype=np.float64).reshape(-1)
         if noise.size == 1:
             noise = np.full(len(sizes), float(noise[0]))
-        if noise.size != len(sizes) or not np.all(np.isfinite(noise)) or noise.min() < 0:
+        if (
+            noise.size != len(sizes)
+            or not np.all(np.isfinite(noise))
+            or noise.min() < 0
+        ):
             raise ConfigError(
                 f"noise_std must be one non-negative number or one per agent "
                 f"({len(sizes)}), got {self.noise_std!r}."
@@ -223,13 +228,16 @@ class RegressionProblem:
         def sampled(params):
             (w,) = params
             shape = w.shape
-            regressors = cholesky @ torch.randn(shape, generator=generator, dtype=w.dtype)
+            regressors = cholesky @ torch.randn(
+                shape, generator=generator, dtype=w.dtype
+            )
             noise = torch.randn(
                 (self.num_agents, shape[1]), generator=generator, dtype=w.dtype
             )
             # e_k = d_k - u_k^T w_k = u_k^T (w_k* - w_k) + v_k
-            errors = indicator @ (regressors * (optimum - w)) + measurement_std * noise
-            return [-regressors * errors[owner_index]]
+            residuals = indicator @ (regressors * (optimum - w))
+            residuals = residuals + measurement_std * noise
+            return [-regressors * residuals[owner_index]]
 
         return sampled
 
@@ -301,7 +309,9 @@ def make_regression_problem(
                 f"unknown covariance kind {covariances!r}. Use one of "
                 f"{', '.join(COVARIANCE_KINDS)}, or pass the matrices."
             )
-        matrices = tuple(_draw_covariance(covariances, m, low, high, rng) for m in sizes)
+        matrices = tuple(
+            _draw_covariance(covariances, m, low, high, rng) for m in sizes
+        )
     else:
         matrices = tuple(covariances)
 
@@ -394,7 +404,7 @@ class VectorCombiner:
         if strategy not in ("approximate", "exact") or self.local:
             return
         matrix = self.combination_matrix
-        if strategy == "exact" and not is_symmetric(matrix, CONDITION_TOL):
+        if strategy == "exact" and not is_symmetric(matrix, theory.SYMMETRY_TOL):
             raise InvalidCombinationMatrixError(
                 "exact diffusion needs a symmetric combination matrix, but max "
                 f"|A - A^T| = {np.max(np.abs(matrix - matrix.T)):.3g}. With a "
@@ -457,10 +467,13 @@ class SimulationResult:
             return 10.0 * np.log10(self.msd)
 
     def steady_state(self, fraction: float = 0.25) -> float:
-        """Return the mean MSD over the last ``fraction`` of the iterations (linear units)."""
+        """Return the mean MSD over the last ``fraction`` of the iterations.
+
+        The mean is in linear units, not in dB.
+        """
         if not 0 < fraction <= 1:
             raise ConfigError(f"fraction must be in (0, 1], got {fraction}.")
-        count = max(1, int(round(fraction * (self.msd.size - 1))))
+        count = max(1, round(fraction * (self.msd.size - 1)))
         return float(np.mean(self.msd[-count:]))
 
 
@@ -612,9 +625,7 @@ def predict_msd(
         If the strategy has no model, or the step size is unstable.
     """
     if model not in ("long-term", "first-order"):
-        raise ConfigError(
-            f"unknown model {model!r}. Use 'long-term' or 'first-order'."
-        )
+        raise ConfigError(f"unknown model {model!r}. Use 'long-term' or 'first-order'.")
     basis = problem.subspace.basis
     noise = problem.noise_covariance(gradient, gradient_noise_std)
     agents = problem.num_agents
@@ -683,7 +694,8 @@ def _checked_covariance(covariance: np.ndarray, size: int, agent: int) -> np.nda
 def _check_gradient_mode(gradient: str) -> str:
     if gradient not in GRADIENT_MODES:
         raise ConfigError(
-            f"unknown gradient mode {gradient!r}. Use one of {', '.join(GRADIENT_MODES)}."
+            f"unknown gradient mode {gradient!r}. Use one of "
+            f"{', '.join(GRADIENT_MODES)}."
         )
     return gradient
 

@@ -40,6 +40,10 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
     )
     os.close(descriptor)
+    # mkstemp creates the file readable by its owner only; use the usual umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     try:
         write(Path(temporary))
         os.replace(temporary, path)

@@ -89,7 +89,10 @@ class Strategy:
     local_steps : int
         Adapt steps between two exchanges, ``E``. Each draws a new minibatch and
         uses the increment scaled by ``1 / E``, so ``E`` steps move about as far
-        as one. ``E = 1`` is the published algorithm.
+        as one. ``E = 1`` is the published algorithm. With ``E > 1`` the
+        local iterates drift between exchanges, so exact diffusion's fixed
+        point is no longer exactly the constrained optimum (its error is small
+        but does not vanish).
     """
 
     name = "base"

@@ -192,6 +192,7 @@ def _evaluation_rows(simulator, step, epoch, train_loss, test_sets, agent_task):
                 "test_accuracy": "" if test_accuracy is None else float(test_accuracy[k]),
                 "step_size": float(step_sizes[k]),
                 "subspace_distance": float(distance[k]),
+                "bytes_sent": int(simulator.bytes_per_step[k] * simulator.steps),
             }
         )
     return rows

@@ -243,6 +243,7 @@ class Simulator:
             self._set_class_mask(num_classes)
         self.steps = 0
         self.last_losses: torch.Tensor | None = None
+        self.bytes_per_step = self._communication_per_step()
 
     def _initial_parameters(self, initialisation: str, generator) -> list[torch.Tensor]:
         if initialisation not in ("default", "agd"):
@@ -268,6 +269,40 @@ class Simulator:
                 stacked = draws[0][i].expand(self.num_agents, *draws[0][i].shape)
             params.append(stacked.to(device=self.device, dtype=self.dtype).clone())
         return params
+
+    def _communication_per_step(self) -> torch.Tensor:
+        """Return the bytes each agent sends per exchange, ``(K,)``.
+
+        Diffusion strategies send every non-local parameter to each neighbour
+        with a nonzero weight in the group's matrix; local groups never travel.
+        Centralised projection sends them once to the fusion centre. Shared
+        AGD adds one norm per weight slice of each shared layer.
+        """
+        sent = torch.zeros(self.num_agents, dtype=torch.float64)
+        name = self.strategy.name
+        if name == "noncooperative":
+            return sent
+        element = torch.empty((), dtype=self.dtype).element_size()
+        for group in self.sharing.groups:
+            if group.is_local:
+                continue
+            values = sum(self.params[i][0].numel() for i in group.parameter_indices)
+            if name == "centralized":
+                receivers = torch.ones(self.num_agents, dtype=torch.float64)
+            else:
+                # Agent k sends to every l != k with A_lk != 0.
+                matrix = torch.as_tensor(group.combination)
+                links = (matrix != 0) & ~torch.eye(self.num_agents, dtype=torch.bool)
+                receivers = links.sum(dim=0).double()
+                if getattr(self.step_rule, "shared_norms", False):
+                    norms = sum(
+                        layer.kernel_size
+                        for layer in self.step_rule.layers
+                        if layer.weight in group.parameter_indices
+                    )
+                    values += norms
+            sent += receivers * values * element
+        return sent
 
     def _set_class_mask(self, num_classes: Sequence[int]) -> None:
         if len(num_classes) != self.num_agents:

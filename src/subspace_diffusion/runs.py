@@ -30,6 +30,7 @@ METRIC_COLUMNS = (
     "test_accuracy",
     "step_size",
     "subspace_distance",
+    "bytes_sent",
 )
 
 

@@ -77,7 +77,10 @@ def group_matrices(value, graph: nx.Graph, num_agents: int):
             for label in sorted(set(labels))
         ]
     else:
-        raise ValueError(f"The reference supports no sharing value {value!r}.")
+        raise ValueError(
+            f"Unsupported sharing value {value!r}: the reference handles 'shared', "
+            "'local' and {'kind': 'clustered', 'clusters': labels}."
+        )
 
     # U has one column per cluster: the cluster's indicator over sqrt(size).
     basis = torch.zeros(num_agents, len(clusters), dtype=torch.float64)
@@ -101,7 +104,7 @@ class ReferenceNetwork:
     Parameters
     ----------
     model : nn.Module
-        Template network; each agent gets a float64 deep copy.
+        Template network. Each agent gets a float64 deep copy.
     initial : sequence of torch.Tensor
         Initial parameters stacked over agents, ``(K, *shape)`` each, in
         ``model.named_parameters()`` order.
@@ -109,7 +112,7 @@ class ReferenceNetwork:
         Communication graph with nodes ``0..K-1``.
     sharing : dict
         Pattern to ``"shared"``, ``"local"`` or
-        ``{"kind": "clustered", "clusters": labels}``; the first match wins.
+        ``{"kind": "clustered", "clusters": labels}``. The first match wins.
     strategy, step_rule : str
         One of :data:`STRATEGIES` and one of :data:`STEP_RULES`.
     step_size : float, optional
@@ -142,12 +145,12 @@ class ReferenceNetwork:
         self.gain = gain
         self.names = [name for name, _ in model.named_parameters()]
 
-        self.modules = []
-        for k in range(self.num_agents):
-            replica = copy.deepcopy(model).double()
-            self.modules.append(replica)
+        self.modules = [copy.deepcopy(model).double() for _ in range(self.num_agents)]
         self.weights = [
-            {name: initial[i][k].detach().double().clone() for i, name in enumerate(self.names)}
+            {
+                name: initial[i][k].detach().double().clone()
+                for i, name in enumerate(self.names)
+            }
             for k in range(self.num_agents)
         ]
 
@@ -165,10 +168,11 @@ class ReferenceNetwork:
         self.layers = []
         for prefix, module in model.named_modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
-                name = f"{prefix}.weight" if prefix else "weight"
-                has_bias = module.bias is not None
-                bias = (f"{prefix}.bias" if prefix else "bias") if has_bias else None
-                self.layers.append((name, bias))
+                start = f"{prefix}." if prefix else ""
+                bias = None
+                if module.bias is not None:
+                    bias = start + "bias"
+                self.layers.append((start + "weight", bias))
         self.previous_adapted = None
 
     def neighbours(self, k: int) -> list[int]:
@@ -253,7 +257,7 @@ class ReferenceNetwork:
 
         increments = []
         for k in range(num_agents):
-            # G_k and eta_k from this agent's (possibly averaged) norms.
+            # G_k and eta_k from this agent's norms, averaged for agd-shared.
             summary = 0.0
             for weight, _ in self.layers:
                 summary += _layer_scale(grads[k][weight]) * sum(slice_norms[k][weight])
@@ -272,7 +276,9 @@ class ReferenceNetwork:
                     s = 0
                     for i in range(g.shape[2]):
                         for j in range(g.shape[3]):
-                            step[:, :, i, j] = _divide(coefficient * g[:, :, i, j], norms[s])
+                            step[:, :, i, j] = _divide(
+                                coefficient * g[:, :, i, j], norms[s]
+                            )
                             s += 1
                     update[weight] = step
                 if bias is not None:
@@ -293,12 +299,14 @@ class ReferenceNetwork:
                 elif operator == "A":
                     sources = self.neighbours(k)
                     weights = combination[k]
-                else:
+                elif operator == "A_bar":
                     sources = self.neighbours(k)
                     weights = [
                         ((1.0 if k == m else 0.0) + combination[k][m]) / 2
                         for m in range(self.num_agents)
                     ]
+                else:
+                    raise ValueError(f"Unknown operator {operator!r}.")
                 total = torch.zeros_like(tensors[k][name])
                 for m in sources:
                     total = total + weights[m] * tensors[m][name]
@@ -306,9 +314,14 @@ class ReferenceNetwork:
         return combined
 
     def step(self, batches) -> None:
-        """Run one exchange on ``E`` minibatches ``(images, labels)``, each ``(K, B, ...)``."""
+        """Run one exchange on ``E`` minibatches ``(images, labels)``.
+
+        Images are ``(K, B, ...)`` and labels ``(K, B)``, one row per agent.
+        """
         if len(batches) != self.local_steps:
-            raise ValueError(f"Expected {self.local_steps} minibatches, got {len(batches)}.")
+            raise ValueError(
+                f"Expected {self.local_steps} minibatches, got {len(batches)}."
+            )
         current = self.weights
 
         # adapt: E steps, each on its own minibatch, increments scaled by 1 / E

@@ -252,13 +252,6 @@ def test_agd_shared_local_layer_own_norms():
     assert_equal(increments[FC_BIAS], bias)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "agd-shared divides a shared convolution's bias by the 2-norm of the "
-        "averaged slice norms, not by the averaged Frobenius norm of the weight"
-    ),
-)
 def test_agd_shared_conv_bias_norm():
     _, increments = run_agd(
         stacked_gradients(), shared_norms=True, local_indices=(FC, FC_BIAS)
@@ -273,7 +266,7 @@ def test_agd_shared_conv_bias_norm():
     assert_equal(increments[CONV_BIAS], expected)
 
 
-def test_agd_shared_sees_all_shared():
+def test_agd_shared_without_local_groups():
     # Without local groups, fc's norms are averaged too: 8.25 and 4.75.
     rule, increments = run_agd(stacked_gradients(), shared_norms=True)
     g0 = (1 / 2) * (S_CONV * (4 + 2.5 + 0.75 + 2) + S_FC * (0.75 * 10 + 0.25 * 3))
@@ -333,7 +326,11 @@ def slice_matrices(weight: torch.Tensor) -> list[torch.Tensor]:
     """Return the ``out x in`` matrices of a linear weight or of each conv slice."""
     if weight.dim() == 2:
         return [weight]
-    return [weight[:, :, i, j] for i in range(weight.shape[2]) for j in range(weight.shape[3])]
+    return [
+        weight[:, :, i, j]
+        for i in range(weight.shape[2])
+        for j in range(weight.shape[3])
+    ]
 
 
 def assert_semi_orthogonal(weight: torch.Tensor, scale: float, rtol: float) -> None:
@@ -417,7 +414,7 @@ CNN_BIASES = ("trunk.0.bias", "trunk.3.bias", "head.0.bias", "head.4.bias")
 @pytest.mark.parametrize("step_rule", ["agd-local", "agd-shared"])
 def test_simulator_starts_from_agd_init(step_rule):
     simulator = make_cnn_simulator(step_rule)
-    params = dict(zip(simulator.names, simulator.params))
+    params = dict(zip(simulator.names, simulator.params, strict=True))
     for name, scale in CNN_WEIGHT_SCALES.items():
         for agent in range(simulator.num_agents):
             # The template model is float32, so the draws carry float32 rounding.
@@ -430,7 +427,7 @@ def test_constant_rule_keeps_default_init():
     # Shows that the semi-orthogonality check above can fail: PyTorch's
     # default initialisation gives spread singular values and nonzero biases.
     simulator = make_cnn_simulator("constant")
-    params = dict(zip(simulator.names, simulator.params))
+    params = dict(zip(simulator.names, simulator.params, strict=True))
     singular_values = torch.linalg.svdvals(params["trunk.3.weight"][0, :, :, 0, 0])
     assert float(singular_values.max() / singular_values.min()) > 1.5
     assert bool(params["trunk.0.bias"].any())
@@ -450,7 +447,9 @@ def test_find_layers_rejects_layer_norm():
 
 def test_simulator_rejects_layer_norm_agd():
     model = nn.Sequential()
-    model.add_module("trunk", nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.LayerNorm(4)))
+    model.add_module(
+        "trunk", nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.LayerNorm(4))
+    )
     model.add_module("head", nn.Linear(4, 2))
     shards = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
     with pytest.raises(ConfigError, match="trunk.2.weight"):

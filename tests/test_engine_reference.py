@@ -68,8 +68,9 @@ class ResidualNet(nn.Module):
 def single_thread():
     """Run on one intra-op thread, restoring the setting afterwards.
 
-    The tensors here are tiny, so extra threads only add synchronisation; on a
-    busy two-core machine they made this file about ten times slower.
+    The tensors here are tiny, so extra threads only add synchronisation. With
+    two threads on a loaded two-core machine this file ran about ten times
+    slower than with one.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -117,24 +118,12 @@ CASES = {
     ),
 }
 
-# The documented agd-shared bias rule divides by the neighbourhood average of
-# the whole weight's gradient norm. The library instead takes the 2-norm of
-# the averaged slice norms, which differs for shared convolutions with
-# kh * kw > 1 and a bias: the reference CNN's trunk.
-BIAS_NORM_REASON = (
-    "agd-shared bias of a shared kh*kw > 1 convolution uses the 2-norm of the "
-    "averaged slice norms, not the averaged Frobenius norm of the weight"
-)
-SHARED_CONV_BIAS_CASES = ("cnn-ring5", "cnn-clustered")
 
 
 def engine_cases():
     for case, (_, _, _, _, paths) in CASES.items():
         combinations = itertools.product(paths, STRATEGIES, STEP_RULES, (1, 2))
         for forward_path, strategy, step_rule, local_steps in combinations:
-            marks = []
-            if step_rule == "agd-shared" and case in SHARED_CONV_BIAS_CASES:
-                marks.append(pytest.mark.xfail(strict=True, reason=BIAS_NORM_REASON))
             yield pytest.param(
                 case,
                 forward_path,
@@ -142,7 +131,6 @@ def engine_cases():
                 step_rule,
                 local_steps,
                 id=f"{case}-{forward_path}-{strategy}-{step_rule}-E{local_steps}",
-                marks=marks,
             )
 
 
@@ -151,7 +139,9 @@ def make_shards(num_agents: int, image_shape, seed: int):
     shards = []
     for _ in range(num_agents):
         images = torch.randn(SAMPLES_PER_AGENT, *image_shape, generator=generator)
-        labels = torch.randint(0, NUM_CLASSES, (SAMPLES_PER_AGENT,), generator=generator)
+        labels = torch.randint(
+            0, NUM_CLASSES, (SAMPLES_PER_AGENT,), generator=generator
+        )
         shards.append((images, labels))
     return shards
 
@@ -171,7 +161,7 @@ def record_batches(simulator: Simulator) -> list:
 
 
 def max_difference(left, right) -> float:
-    return max(float((a - b).abs().max()) for a, b in zip(left, right))
+    return max(float((a - b).abs().max()) for a, b in zip(left, right, strict=True))
 
 
 @pytest.mark.parametrize(
@@ -221,7 +211,9 @@ def test_engine_matches_reference(case, forward_path, strategy, step_rule, local
         differences.append(max_difference(simulator.params, reference.stacked()))
 
     moved = max_difference(simulator.params, initial)
-    assert moved > 1e-3, f"the iterates barely moved ({moved:.3g}), so nothing is tested"
+    assert moved > 1e-3, (
+        f"the iterates barely moved ({moved:.3g}), so nothing is tested"
+    )
     assert max(differences) < TOLERANCE, (
         f"engine and reference differ by {differences} after each of "
         f"{NUM_EXCHANGES} exchanges"

@@ -26,8 +26,9 @@ Rules of this implementation:
 * A zero gradient norm gives a zero update (no division by zero).
 * ``agd-shared``: for parameters of shared (non-local) groups, every norm
   ``||grad W_l^(k)||`` above (per slice) is replaced by the neighbourhood
-  average ``sum_m A_km ||grad W_l^(m)||`` with the group's combination matrix.
-  Local groups keep their own norms.
+  average ``sum_m A_km ||grad W_l^(m)||`` with the group's combination
+  matrix, and a bias is divided by the average of the weight's Frobenius
+  norms. Local groups keep their own norms.
 * ``gain`` multiplies ``eta``; with ``E`` local steps, the increment is also
   scaled by ``1 / E``.
 
@@ -167,24 +168,33 @@ class AutomaticGradientDescent:
         self.last_step_size: torch.Tensor | None = None
         self.last_gradient_summary: torch.Tensor | None = None
 
-    def _slice_norms(self, layer: Layer, grad: torch.Tensor, combiner, shared: bool):
+    def _norms(self, layer: Layer, grad: torch.Tensor, combiner, shared: bool):
+        """Return the slice norms ``(K, kh kw)`` and weight norms ``(K,)`` of a layer.
+
+        With ``shared``, both are neighbourhood averages of the agents' own
+        norms (one matrix product for both).
+        """
         num_agents = grad.shape[0]
-        if layer.kernel_size == 1 and grad.dim() == 3:
-            norms = torch.linalg.vector_norm(grad, dim=(1, 2)).unsqueeze(1)
-        else:
-            norms = torch.linalg.vector_norm(
-                grad.reshape(num_agents, layer.fan_out, layer.fan_in, -1), dim=(1, 2)
-            )
+        slices = torch.linalg.vector_norm(
+            grad.reshape(num_agents, layer.fan_out, layer.fan_in, -1), dim=(1, 2)
+        )
+        whole = torch.linalg.vector_norm(slices, dim=1, keepdim=True)
         if shared:
-            norms = combiner.neighbour_average(norms, layer.weight)
-        return norms  # (K, kernel_size)
+            averaged = combiner.neighbour_average(
+                torch.cat([slices, whole], dim=1), layer.weight
+            )
+            slices, whole = averaged[:, :-1], averaged[:, -1:]
+        return slices, whole.squeeze(1)
 
     def increment(self, params, grads, combiner, scale: float = 1.0):
         num_layers = len(self.layers)
         norms = []
+        weight_norms = []
         for layer in self.layers:
             shared = self.shared_norms and not combiner.is_local(layer.weight)
-            norms.append(self._slice_norms(layer, grads[layer.weight], combiner, shared))
+            slices, whole = self._norms(layer, grads[layer.weight], combiner, shared)
+            norms.append(slices)
+            weight_norms.append(whole)
 
         # G_k = (1/L) sum_l s_l sum_slices ||grad W_l,slice||
         summary = sum(layer.scale * n.sum(dim=1) for layer, n in zip(self.layers, norms))
@@ -194,7 +204,7 @@ class AutomaticGradientDescent:
         self.last_step_size = eta * scale
 
         increments: list[torch.Tensor | None] = [None] * len(grads)
-        for layer, n in zip(self.layers, norms):
+        for layer, n, weight_norm in zip(self.layers, norms, weight_norms):
             coefficient = (eta * scale / num_layers) * layer.scale  # (K,)
             grad = grads[layer.weight]
             k = grad.shape[0]
@@ -210,7 +220,6 @@ class AutomaticGradientDescent:
 
             # bias: (eta/L) s_l grad b / ||grad W_l||_F (whole weight)
             if layer.bias is not None:
-                weight_norm = torch.linalg.vector_norm(n, dim=1)
                 safe_norm = torch.where(weight_norm > 0, weight_norm, 1.0)
                 bias_factor = torch.where(
                     weight_norm > 0, coefficient / safe_norm, torch.zeros_like(safe_norm)

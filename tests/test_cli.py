@@ -36,8 +36,14 @@ def test_digits_run_succeeds(digits_run):
 
 def test_digits_run_writes_files(digits_run):
     out, _ = digits_run
-    for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoint.npz",
-                 "training_loss.png", "test_accuracy.png"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "checkpoint.npz",
+        "training_loss.png",
+        "test_accuracy.png",
+    ):
         assert (out / name).is_file(), name
 
 
@@ -121,11 +127,25 @@ def test_bad_input_clear_error(tmp_path, capsys, arguments, expected):
 
 
 def test_corrupt_mnist_file_clear_error(tmp_path, capsys):
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         (tmp_path / name).write_bytes(b"\x00\x00\x08\x03garbage")
-    status = main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path),
-                   "--quiet", "--out", str(tmp_path / "out")])
+    status = main(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(tmp_path),
+            "--quiet",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert "train-images" in err
@@ -134,8 +154,9 @@ def test_corrupt_mnist_file_clear_error(tmp_path, capsys):
 def test_sharing_pattern_matching_nothing(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("sharing:\n  trunk.*: shared\n  body.*: local\n  head.*: local\n")
-    status = main(["train", "--config", str(config), "--quiet",
-                   "--out", str(tmp_path / "out")])
+    status = main(
+        ["train", "--config", str(config), "--quiet", "--out", str(tmp_path / "out")]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert "body.*" in err
@@ -144,8 +165,9 @@ def test_sharing_pattern_matching_nothing(tmp_path, capsys):
 def test_task_without_classes(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("tasks: [[0, 1, 2], []]\n")
-    status = main(["train", "--config", str(config), "--quiet",
-                   "--out", str(tmp_path / "out")])
+    status = main(
+        ["train", "--config", str(config), "--quiet", "--out", str(tmp_path / "out")]
+    )
     assert status == 2
     assert "class" in capsys.readouterr().err
 
@@ -168,9 +190,20 @@ def final_accuracies(out: Path) -> list[float]:
 @pytest.mark.slow
 def test_mnist_end_to_end(tmp_path, mnist_dir):
     out = tmp_path / "mnist"
-    result = run_cli("train", "--dataset", "mnist", "--data-dir", str(mnist_dir),
-                     "--topology", "complete", "--epochs", "0.5",
-                     "--out", str(out), "--quiet")
+    result = run_cli(
+        "train",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(mnist_dir),
+        "--topology",
+        "complete",
+        "--epochs",
+        "0.5",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     accuracies = final_accuracies(out)
     assert len(accuracies) == 4
@@ -181,9 +214,20 @@ def test_mnist_end_to_end(tmp_path, mnist_dir):
 @pytest.mark.slow
 def test_fashion_mnist_end_to_end(tmp_path, fashion_mnist_dir):
     out = tmp_path / "fashion"
-    result = run_cli("train", "--dataset", "fashion-mnist",
-                     "--data-dir", str(fashion_mnist_dir), "--topology", "ring",
-                     "--epochs", "0.5", "--out", str(out), "--quiet")
+    result = run_cli(
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(fashion_mnist_dir),
+        "--topology",
+        "ring",
+        "--epochs",
+        "0.5",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     accuracies = final_accuracies(out)
     assert len(accuracies) == 4

@@ -67,8 +67,12 @@ def test_shared_groups_start_in_consensus():
 
 
 def test_sampler_stays_in_own_shard():
-    shards = [(torch.full((10 + k, 1), float(k)), torch.full((10 + k,), k)) for k in range(3)]
-    sampler = BatchSampler(shards, 4, torch.Generator().manual_seed(0), "cpu", torch.float32)
+    shards = [
+        (torch.full((10 + k, 1), float(k)), torch.full((10 + k,), k)) for k in range(3)
+    ]
+    sampler = BatchSampler(
+        shards, 4, torch.Generator().manual_seed(0), "cpu", torch.float32
+    )
     for _ in range(7):
         images, labels = sampler.next()
         for k in range(3):
@@ -77,8 +81,12 @@ def test_sampler_stays_in_own_shard():
 
 
 def test_sampler_epoch_without_repeats():
-    shards = [(torch.arange(12.0).reshape(12, 1) + 100 * k, torch.zeros(12)) for k in range(2)]
-    sampler = BatchSampler(shards, 4, torch.Generator().manual_seed(1), "cpu", torch.float32)
+    shards = [
+        (torch.arange(12.0).reshape(12, 1) + 100 * k, torch.zeros(12)) for k in range(2)
+    ]
+    sampler = BatchSampler(
+        shards, 4, torch.Generator().manual_seed(1), "cpu", torch.float32
+    )
     seen = torch.cat([sampler.next()[0] for _ in range(3)], dim=1)
     for k in range(2):
         values = sorted(seen[k].flatten().tolist())

@@ -60,7 +60,9 @@ def constrained_solution(shards) -> np.ndarray:
     for k, (features, y) in enumerate(shards):
         block = np.zeros((SAMPLES, columns))
         block[:, :TRUNK] = features[:, :TRUNK].numpy()
-        block[:, TRUNK + HEAD * k : TRUNK + HEAD * (k + 1)] = features[:, TRUNK:].numpy()
+        block[:, TRUNK + HEAD * k : TRUNK + HEAD * (k + 1)] = features[
+            :, TRUNK:
+        ].numpy()
         rows.append(block)
         targets.append(y.numpy())
     solution, *_ = np.linalg.lstsq(np.vstack(rows), np.concatenate(targets), rcond=None)

@@ -161,8 +161,12 @@ def train(
         if step not in evaluation_steps:
             continue
         final = _evaluation_rows(
-            simulator, step, step / steps_per_epoch, loss_sum / loss_count,
-            test_sets, agent_task,
+            simulator,
+            step,
+            step / steps_per_epoch,
+            loss_sum / loss_count,
+            test_sets,
+            agent_task,
         )
         rows += final
         if metrics is not None:
@@ -189,7 +193,9 @@ def _evaluation_rows(simulator, step, epoch, train_loss, test_sets, agent_task):
                 "task": int(agent_task[k]),
                 "train_loss": float(train_loss[k]),
                 "test_loss": "" if test_loss is None else float(test_loss[k]),
-                "test_accuracy": "" if test_accuracy is None else float(test_accuracy[k]),
+                "test_accuracy": ""
+                if test_accuracy is None
+                else float(test_accuracy[k]),
                 "step_size": float(step_sizes[k]),
                 "subspace_distance": float(distance[k]),
                 "bytes_sent": int(simulator.bytes_per_step[k] * simulator.steps),
@@ -217,7 +223,9 @@ class TrainConfig:
     out: str | None = None
     model: str = "cnn"
     hidden: list[int] = field(default_factory=lambda: [256, 256])
-    tasks: list[list[int]] = field(default_factory=lambda: [list(t) for t in DEFAULT_TASKS])
+    tasks: list[list[int]] = field(
+        default_factory=lambda: [list(t) for t in DEFAULT_TASKS]
+    )
     sharing: dict = field(default_factory=lambda: dict(DEFAULT_SHARING))
     weights: str = "metropolis"
     edge_probability: float | None = None
@@ -230,7 +238,7 @@ class TrainConfig:
     overwrite: bool = False
 
     @classmethod
-    def from_dict(cls, values: Mapping) -> "TrainConfig":
+    def from_dict(cls, values: Mapping) -> TrainConfig:
         """Build a configuration from a mapping (keys with ``-`` or ``_``)."""
         known = {f.name for f in dataclasses.fields(cls)}
         normalised = {}
@@ -331,7 +339,7 @@ def run(
 ) -> RunResult:
     """Run the main job for ``config`` and write its run directory.
 
-    The directory holds ``config.yaml``, ``metrics.csv``, ``summary.json``,
+    The directory contains ``config.yaml``, ``metrics.csv``, ``summary.json``,
     ``checkpoint.npz`` (stacked final parameters) and the PNG plots.
     """
     config.validate()
@@ -398,7 +406,9 @@ def run(
         directory / "checkpoint.npz",
         {name: t.numpy() for name, t in result.simulator.state_dict().items()},
     )
-    title = f"{config.dataset}: {config.strategy}, {config.step_rule}, {config.topology}"
+    title = (
+        f"{config.dataset}: {config.strategy}, {config.step_rule}, {config.topology}"
+    )
     plot_training(result.rows, directory, title)
     seconds = time.perf_counter() - started
     summary = {

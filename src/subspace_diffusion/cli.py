@@ -35,30 +35,91 @@ def _add_train_parser(subparsers) -> None:
         ),
     )
     add = parser.add_argument
-    add("--config", type=Path, help="YAML file with any of these settings (keys as the option names)")
-    add("--dataset", choices=DATASETS, help="dataset (default: digits, bundled with scikit-learn)")
-    add("--data-dir", help="folder with the dataset files (mnist, fashion-mnist, cifar10)")
+    add(
+        "--config",
+        type=Path,
+        help="YAML file with any of these settings (keys as the option names)",
+    )
+    add(
+        "--dataset",
+        choices=DATASETS,
+        help="dataset (default: digits, bundled with scikit-learn)",
+    )
+    add(
+        "--data-dir",
+        help="folder with the dataset files (mnist, fashion-mnist, cifar10)",
+    )
     add("--agents", type=int, help="number of agents K (default: 4)")
-    add("--topology", help=f"graph: {', '.join(TOPOLOGIES)}, or an edge-list file (default: ring)")
+    add(
+        "--topology",
+        help=f"graph: {', '.join(TOPOLOGIES)}, or an edge-list file (default: ring)",
+    )
     add("--edge-probability", type=float, help="edge probability of erdos-renyi graphs")
-    add("--radius", type=float, help="connection radius of random-geometric graphs (unit square)")
+    add(
+        "--radius",
+        type=float,
+        help="connection radius of random-geometric graphs (unit square)",
+    )
     add("--strategy", choices=STRATEGIES, help="cooperation strategy (default: exact)")
     add("--step-rule", choices=STEP_RULES, help="step-size rule (default: agd-shared)")
-    add("--step-size", type=float, help="step size mu of --step-rule constant (dimensionless)")
-    add("--epochs", type=float, help="passes over each agent's training shard; fractions allowed (default: 30)")
+    add(
+        "--step-size",
+        type=float,
+        help="step size mu of --step-rule constant (dimensionless)",
+    )
+    add(
+        "--epochs",
+        type=float,
+        help="passes over each agent's training shard; fractions allowed (default: 30)",
+    )
     add("--batch-size", type=int, help="samples per agent per minibatch (default: 32)")
     add("--local-steps", type=int, help="adapt steps per exchange, E (default: 1)")
-    add("--evaluations-per-epoch", type=int, help="test evaluations per epoch (default: 1)")
+    add(
+        "--evaluations-per-epoch",
+        type=int,
+        help="test evaluations per epoch (default: 1)",
+    )
     add("--model", choices=MODELS, help="network: reference cnn or mlp (default: cnn)")
-    add("--weights", choices=("metropolis", "averaging"), help="combination weights (default: metropolis)")
-    add("--image-size", type=int, help="resize MNIST-like images to this many pixels per side (default: 16)")
-    add("--samples-per-agent", type=int, help="cap each agent's training shard at this many samples")
-    add("--agd-gain", type=float, help="multiplier of the AGD step size eta (default: 1)")
-    add("--dtype", choices=("float32", "float64"), help="floating-point precision (default: float32)")
-    add("--seed", type=int, help="seed of the data split, initial weights and minibatches (default: 0)")
+    add(
+        "--weights",
+        choices=("metropolis", "averaging"),
+        help="combination weights (default: metropolis)",
+    )
+    add(
+        "--image-size",
+        type=int,
+        help="resize MNIST-like images to this many pixels per side (default: 16)",
+    )
+    add(
+        "--samples-per-agent",
+        type=int,
+        help="cap each agent's training shard at this many samples",
+    )
+    add(
+        "--agd-gain",
+        type=float,
+        help="multiplier of the AGD step size eta (default: 1)",
+    )
+    add(
+        "--dtype",
+        choices=("float32", "float64"),
+        help="floating-point precision (default: float32)",
+    )
+    add(
+        "--seed",
+        type=int,
+        help="seed of the data split, initial weights and minibatches (default: 0)",
+    )
     add("--device", help="torch device, for example cpu or cuda (default: cpu)")
-    add("--out", help="run directory to write (default: runs/DATASET-STRATEGY-STEPRULE)")
-    add("--overwrite", action="store_true", default=None, help="replace the results in an existing run directory")
+    add(
+        "--out", help="run directory to write (default: runs/DATASET-STRATEGY-STEPRULE)"
+    )
+    add(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="replace the results in an existing run directory",
+    )
     add("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_train)
 
@@ -71,7 +132,9 @@ def _load_config(path: Path | None) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError(f"Cannot read config file {path}: {error.strerror}.") from None
+        raise ConfigError(
+            f"Cannot read config file {path}: {error.strerror}."
+        ) from None
     try:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
@@ -107,7 +170,9 @@ def _train(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{float(losses.mean()):.4f}")
 
     try:
-        result = run(config, progress=progress, log=lambda line: print(line, file=sys.stderr))
+        result = run(
+            config, progress=progress, log=lambda line: print(line, file=sys.stderr)
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -117,13 +182,15 @@ def _train(args: argparse.Namespace) -> int:
 
 def _print_summary(result) -> None:
     print()
-    print(f"{'agent':>5} {'task':>4} {'train loss':>10} {'test loss':>9} {'test acc':>8}")
+    print(
+        f"{'agent':>5} {'task':>4} {'train loss':>10} {'test loss':>9} {'test acc':>8}"
+    )
     for row in result.final:
         accuracy = row["test_accuracy"]
-        shown = f"{100 * accuracy:7.2f}%" if accuracy != "" else "       -"
+        percent = f"{100 * accuracy:7.2f}%" if accuracy != "" else "       -"
         print(
             f"{row['agent']:>5} {row['task']:>4} {row['train_loss']:>10.4f} "
-            f"{row['test_loss']:>9.4f} {shown}"
+            f"{row['test_loss']:>9.4f} {percent}"
         )
     print(
         f"\n{result.train.simulator.steps} steps in {result.seconds:.1f} s; "

@@ -193,8 +193,14 @@ class Simulator:
                 f"Got data for {len(shards)} agents but the graph has {num_agents} "
                 "nodes; pass one (images, labels) shard per agent."
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or batch_size < 1
+        ):
+            raise ConfigError(
+                f"batch_size must be a positive integer, got {batch_size!r}."
+            )
         smallest = min(len(y) for _, y in shards)
         if smallest < batch_size:
             raise ConfigError(
@@ -223,7 +229,9 @@ class Simulator:
         )
         if self.strategy.name == "exact":
             self.sharing.require_symmetric("exact")
-        layers = None if step_rule == "constant" else find_layers(self.names, self.shapes)
+        layers = (
+            None if step_rule == "constant" else find_layers(self.names, self.shapes)
+        )
         self.step_rule = make_step_rule(
             step_rule, step_size=step_size, layers=layers, gain=agd_gain
         )
@@ -317,7 +325,9 @@ class Simulator:
             mask[k, 0, count:] = -math.inf
         self.logit_mask = mask.to(self.device)
 
-    def logits(self, params: Sequence[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    def logits(
+        self, params: Sequence[torch.Tensor], images: torch.Tensor
+    ) -> torch.Tensor:
         """Return every agent's logits ``(K, B, C)`` for its images ``(K, B, ...)``."""
         out = self.forward(params, images)
         if self.logit_mask is not None:
@@ -384,7 +394,9 @@ class Simulator:
         for start in range(0, int(sizes.max()), chunk):
             columns = torch.arange(start, min(start + chunk, int(sizes.max())))
             valid = columns[None, :] < sizes[:, None]
-            index = offsets[:, None] + torch.minimum(columns[None, :], sizes[:, None] - 1)
+            index = offsets[:, None] + torch.minimum(
+                columns[None, :], sizes[:, None] - 1
+            )
             index = index.to(self.device)
             logits = self.logits(self.params, images[index])
             k, b = index.shape

@@ -9,9 +9,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .runs import write_atomic  # noqa: E402
+from .runs import write_atomic
 
 
 def _per_agent(rows: Sequence[dict], key: str) -> dict[int, tuple[list, list]]:
@@ -56,7 +56,9 @@ def plot_training(rows: Sequence[dict], directory: Path, title: str = "") -> lis
     figure, axes = plt.subplots(figsize=(6, 4))
     for agent, (epochs, accuracy) in sorted(_per_agent(rows, "test_accuracy").items()):
         percent = [100 * a for a in accuracy]
-        axes.plot(epochs, percent, marker=".", label=f"agent {agent} (task {tasks[agent]})")
+        axes.plot(
+            epochs, percent, marker=".", label=f"agent {agent} (task {tasks[agent]})"
+        )
     axes.set_xlabel("epoch")
     axes.set_ylabel("test accuracy (%)")
     axes.set_title(title or "Test accuracy per agent")

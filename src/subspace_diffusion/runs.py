@@ -64,7 +64,7 @@ def prepare_run_directory(path: str | os.PathLike, *, overwrite: bool = False) -
     Raises
     ------
     ConfigError
-        If the directory already holds a ``metrics.csv`` and ``overwrite`` is
+        If the directory already contains a ``metrics.csv`` and ``overwrite`` is
         false, or if the path is a file.
     """
     path = Path(path)

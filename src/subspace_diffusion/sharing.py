@@ -116,7 +116,7 @@ class CompiledSharing:
     num_agents: int
 
     def is_local(self, index: int) -> bool:
-        """Whether parameter ``index`` belongs to a local group."""
+        """Return whether parameter ``index`` belongs to a local group."""
         return self.groups[self.group_of[index]].is_local
 
     def require_symmetric(self, strategy: str) -> None:
@@ -135,7 +135,9 @@ class CompiledSharing:
         lines = []
         for group in self.groups:
             names = [self.names[i] for i in group.parameter_indices]
-            gap = "" if group.report is None else f", gap {group.report.spectral_gap:.4f}"
+            gap = (
+                "" if group.report is None else f", gap {group.report.spectral_gap:.4f}"
+            )
             lines.append(
                 f"{group.pattern}: {group.subspace.describe()}, "
                 f"{len(names)} tensors{gap}"
@@ -169,7 +171,9 @@ class SharingSpec:
                 "pattern to 'shared' or 'local', for example {'*': 'shared'}."
             )
         for item in items:
-            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+            if not (
+                isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+            ):
                 raise ConfigError(
                     f"Invalid sharing rule {item!r}: expected (pattern, value)."
                 )
@@ -209,10 +213,10 @@ class SharingSpec:
         for r, (pattern, _) in enumerate(self.rules):
             hits = [i for i, n in enumerate(names) if _matches(n, pattern)]
             if not hits:
-                shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+                listed = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
                 raise ConfigError(
                     f"Sharing pattern {pattern!r} matches no parameter. "
-                    f"Parameter names are: {shown}."
+                    f"Parameter names are: {listed}."
                 )
             for i in hits:
                 if assignment[i] is None:

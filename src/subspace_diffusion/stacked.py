@@ -78,7 +78,10 @@ def _supports_batched(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
         elif isinstance(leaf, nn.Linear):
             continue
         elif isinstance(leaf, _ELEMENTWISE + _POOLS) or isinstance(leaf, nn.Flatten):
-            if isinstance(leaf, nn.Flatten) and (leaf.start_dim, leaf.end_dim) != (1, -1):
+            if isinstance(leaf, nn.Flatten) and (leaf.start_dim, leaf.end_dim) != (
+                1,
+                -1,
+            ):
                 return None
         else:
             return None

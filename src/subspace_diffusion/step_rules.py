@@ -197,7 +197,9 @@ class AutomaticGradientDescent:
             weight_norms.append(whole)
 
         # G_k = (1/L) sum_l s_l sum_slices ||grad W_l,slice||
-        summary = sum(layer.scale * n.sum(dim=1) for layer, n in zip(self.layers, norms))
+        summary = sum(
+            layer.scale * n.sum(dim=1) for layer, n in zip(self.layers, norms)
+        )
         summary = summary / num_layers
         eta = torch.log((1 + torch.sqrt(1 + 4 * summary)) / 2) * self.gain
         self.last_gradient_summary = summary
@@ -211,7 +213,9 @@ class AutomaticGradientDescent:
 
             # W_l,slice <- W_l,slice - (eta/L) s_l grad / ||grad||, zero if norm 0
             safe = torch.where(n > 0, n, torch.ones_like(n))
-            factor = torch.where(n > 0, coefficient[:, None] / safe, torch.zeros_like(n))
+            factor = torch.where(
+                n > 0, coefficient[:, None] / safe, torch.zeros_like(n)
+            )
             if grad.dim() == 3:
                 update = grad * factor.reshape(k, 1, 1)
             else:
@@ -222,7 +226,9 @@ class AutomaticGradientDescent:
             if layer.bias is not None:
                 safe_norm = torch.where(weight_norm > 0, weight_norm, 1.0)
                 bias_factor = torch.where(
-                    weight_norm > 0, coefficient / safe_norm, torch.zeros_like(safe_norm)
+                    weight_norm > 0,
+                    coefficient / safe_norm,
+                    torch.zeros_like(safe_norm),
                 )
                 bias_grad = grads[layer.bias]
                 increments[layer.bias] = bias_grad * bias_factor.reshape(

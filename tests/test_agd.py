@@ -461,3 +461,26 @@ def test_simulator_rejects_layer_norm_agd():
             step_rule="agd-local",
             batch_size=4,
         )
+
+
+def test_agree_averages_gradient_summary():
+    from subspace_diffusion.step_rules import AutomaticGradientDescent, find_layers
+
+    class Combiner:
+        matrix = torch.tensor([[0.75, 0.25], [0.25, 0.75]], dtype=torch.float64)
+
+        def is_local(self, index):
+            return False
+
+        def neighbour_average(self, values, index):
+            return self.matrix @ values
+
+    names = ["fc.weight"]
+    layers = find_layers(names, [torch.Size([1, 1])])
+    grads = [torch.tensor([[[4.0]], [[0.0]]], dtype=torch.float64)]
+    rule = AutomaticGradientDescent(layers, shared_norms=False, agree=True)
+    rule.increment(grads, grads, Combiner())
+    # Own G: 4 and 0; averaged: 0.75 * 4 = 3 and 0.25 * 4 = 1.
+    expected = [math.log((1 + math.sqrt(1 + 4 * g)) / 2) for g in (3.0, 1.0)]
+    assert rule.last_step_size[0].item() == pytest.approx(expected[0])
+    assert rule.last_step_size[1].item() == pytest.approx(expected[1])

@@ -233,6 +233,7 @@ class TrainConfig:
     image_size: int | None = None
     evaluations_per_epoch: int = 1
     agd_gain: float = 1.0
+    agd_agree: bool = False
     dtype: str = "float32"
     samples_per_agent: int | None = None
     overwrite: bool = False
@@ -397,6 +398,7 @@ def run(
             dtype=DTYPES[config.dtype],
             weights=config.weights,
             agd_gain=config.agd_gain,
+            agd_agree=config.agd_agree,
         )
     finally:
         metrics.close()

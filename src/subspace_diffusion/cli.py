@@ -101,6 +101,13 @@ def _add_train_parser(subparsers) -> None:
         help="multiplier of the AGD step size eta (default: 1)",
     )
     add(
+        "--agd-agree",
+        action="store_true",
+        default=None,
+        help="average AGD's gradient summary G over neighbours each exchange, "
+        "so the agents' step sizes agree",
+    )
+    add(
         "--dtype",
         choices=("float32", "float64"),
         help="floating-point precision (default: float32)",

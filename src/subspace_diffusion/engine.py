@@ -157,6 +157,8 @@ class Simulator:
         ``metropolis`` (default) or ``averaging`` combination weights.
     agd_gain : float
         Multiplies AGD's ``eta``.
+    agd_agree : bool
+        Gossip AGD's ``G`` over neighbours so step sizes agree across agents.
     forward_path : {"auto", "batched", "vmap"}
         See :func:`subspace_diffusion.stacked.make_stacked_forward`.
     loss_function : callable, optional
@@ -184,6 +186,7 @@ class Simulator:
         initialisation: str = "auto",
         weights: str = "metropolis",
         agd_gain: float = 1.0,
+        agd_agree: bool = False,
         forward_path: str = "auto",
         loss_function=None,
     ) -> None:
@@ -233,7 +236,11 @@ class Simulator:
             None if step_rule == "constant" else find_layers(self.names, self.shapes)
         )
         self.step_rule = make_step_rule(
-            step_rule, step_size=step_size, layers=layers, gain=agd_gain
+            step_rule,
+            step_size=step_size,
+            layers=layers,
+            gain=agd_gain,
+            agree=agd_agree,
         )
         self.combiner = StackedCombiner(self.sharing, dtype, self.device)
         self.forward = make_stacked_forward(model, forward_path)

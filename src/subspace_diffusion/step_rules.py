@@ -31,6 +31,12 @@ Rules of this implementation:
   norms. Local groups keep their own norms.
 * ``gain`` multiplies ``eta``; with ``E`` local steps, the increment is also
   scaled by ``1 / E``.
+* ``agree``: every agent's ``G_k`` is replaced by its neighbourhood average
+  ``sum_m A_km G_m`` (one gossip step per exchange with the combination matrix
+  of the first shared layer), which pulls the agents' step sizes together.
+  Different step sizes move exact diffusion's fixed point to
+  ``U^T M grad J(W) = 0`` with ``M = diag(mu_k)``, so agreeing step sizes keep
+  it closer to the constrained optimum.
 
 References
 ----------
@@ -154,16 +160,24 @@ class AutomaticGradientDescent:
         False for ``agd-local``, True for ``agd-shared``.
     gain : float
         Multiplies ``eta``; 1 is the published rule.
+    agree : bool
+        Average ``G`` over neighbours before computing ``eta``.
     """
 
     def __init__(
-        self, layers: Sequence[Layer], *, shared_norms: bool, gain: float = 1.0
+        self,
+        layers: Sequence[Layer],
+        *,
+        shared_norms: bool,
+        gain: float = 1.0,
+        agree: bool = False,
     ) -> None:
         if not math.isfinite(gain) or gain <= 0:
             raise ConfigError(f"AGD gain must be positive, got {gain}.")
         self.layers = list(layers)
         self.shared_norms = shared_norms
         self.gain = float(gain)
+        self.agree = bool(agree)
         self.name = "agd-shared" if shared_norms else "agd-local"
         self.last_step_size: torch.Tensor | None = None
         self.last_gradient_summary: torch.Tensor | None = None
@@ -186,6 +200,12 @@ class AutomaticGradientDescent:
             slices, whole = averaged[:, :-1], averaged[:, -1:]
         return slices, whole.squeeze(1)
 
+    def _gossip(self, summary: torch.Tensor, combiner) -> torch.Tensor:
+        for layer in self.layers:
+            if not combiner.is_local(layer.weight):
+                return combiner.neighbour_average(summary[:, None], layer.weight)[:, 0]
+        return summary  # nothing is shared, so there is no one to agree with
+
     def increment(self, params, grads, combiner, scale: float = 1.0):
         num_layers = len(self.layers)
         norms = []
@@ -201,6 +221,8 @@ class AutomaticGradientDescent:
             layer.scale * n.sum(dim=1) for layer, n in zip(self.layers, norms)
         )
         summary = summary / num_layers
+        if self.agree:
+            summary = self._gossip(summary, combiner)
         eta = torch.log((1 + torch.sqrt(1 + 4 * summary)) / 2) * self.gain
         self.last_gradient_summary = summary
         self.last_step_size = eta * scale
@@ -243,6 +265,7 @@ def make_step_rule(
     step_size: float | None = None,
     layers: Sequence[Layer] | None = None,
     gain: float = 1.0,
+    agree: bool = False,
 ):
     """Build a step rule by name (one of :data:`STEP_RULES`)."""
     if name == "constant":
@@ -256,7 +279,7 @@ def make_step_rule(
         if layers is None:
             raise ConfigError(f"Step rule {name!r} needs the model's layers.")
         return AutomaticGradientDescent(
-            layers, shared_norms=name == "agd-shared", gain=gain
+            layers, shared_norms=name == "agd-shared", gain=gain, agree=agree
         )
     raise ConfigError(
         f"Unknown step rule {name!r}. Choose one of: {', '.join(STEP_RULES)}."

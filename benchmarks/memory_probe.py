@@ -1,10 +1,21 @@
-"""Measure the peak memory of one simulator in a fresh process.
+"""Measure the memory of one simulator in a fresh process.
 
 Run by ``run.py`` once per model and number of agents, because a process's
-peak resident set size only grows. Prints one JSON object on stdout. Memory
-is in bytes: the resident set size (RSS) after imports, after building the
-simulator, and its peak over the training steps; on CUDA also the peak of
-``torch.cuda.max_memory_allocated``.
+peak resident set size (RSS) only grows. Prints one JSON object on stdout,
+with memory in bytes:
+
+* ``rss_after_import``, ``rss_after_build``: RSS after the imports and after
+  building the simulator;
+* ``rss_after_warmup``: RSS after one training step, which also loads the
+  kernels and libraries that the first step needs;
+* ``peak_rss``: the process's peak RSS (``ru_maxrss``) at the end;
+* ``step_peak_rss``: the peak RSS during the measured steps alone, read from
+  ``VmHWM`` after resetting it through ``/proc/self/clear_refs`` (Linux);
+* on CUDA, ``cuda_after_build`` and ``cuda_peak`` from the caching allocator.
+
+``run.py`` starts this script with ``MALLOC_MMAP_THRESHOLD_`` set, so glibc
+returns every freed block of 64 KiB or more to the system at once and the RSS
+follows the live tensors instead of what the allocator keeps cached.
 
 Usage: ``python memory_probe.py MODEL AGENTS STEPS DEVICE``
 """
@@ -32,6 +43,25 @@ def peak_resident_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def reset_high_water_mark() -> bool:
+    """Reset ``VmHWM`` to the current RSS; return False where that fails."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as file:
+            file.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def high_water_mark() -> int:
+    """Return ``VmHWM`` from /proc/self/status in bytes."""
+    with open("/proc/self/status", encoding="ascii") as file:
+        for line in file:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmHWM is missing from /proc/self/status.")
+
+
 def main(argv: list[str]) -> None:
     model_name, agents, steps, device_name = argv
     case = MODEL_CASES[model_name]
@@ -40,13 +70,15 @@ def main(argv: list[str]) -> None:
     after_import = resident_bytes()
 
     simulator = build_simulator(case, num_agents, "agd-shared", device=device)
-    data_bytes = simulator.sampler.images.numel() * simulator.sampler.images.element_size()
+    images = simulator.sampler.images
     after_build = resident_bytes()
-    peak_before_steps = peak_resident_bytes()
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
         cuda_after_build = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
 
+    simulator.step()
+    after_warmup = resident_bytes()
+    can_reset = reset_high_water_mark()
     for _ in range(int(steps)):
         simulator.step()
 
@@ -56,9 +88,11 @@ def main(argv: list[str]) -> None:
         "agents": num_agents,
         "rss_after_import": after_import,
         "rss_after_build": after_build,
-        "peak_rss_before_steps": peak_before_steps,
+        "rss_after_warmup": after_warmup,
+        "rss_after_steps": resident_bytes(),
+        "step_peak_rss": high_water_mark() if can_reset else None,
         "peak_rss": peak_resident_bytes(),
-        "data_bytes": data_bytes,
+        "data_bytes": images.numel() * images.element_size(),
         "shared_parameter_bytes_per_agent": shared,
         "local_parameter_bytes_per_agent": local,
     }

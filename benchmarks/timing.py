@@ -49,8 +49,9 @@ def time_interleaved(
     Returns
     -------
     dict
-        For each name, ``wall`` and ``cpu`` (process CPU time, all threads)
-        summaries in seconds per call, as :func:`summarise` returns them.
+        For each name, ``summary`` with ``wall`` and ``cpu`` (process CPU
+        time, all threads) summaries in seconds per call, as :func:`summarise`
+        returns them, and ``samples``, the wall-clock seconds of every call.
     """
     for function in functions.values():
         for _ in range(warmup):
@@ -75,7 +76,10 @@ def time_interleaved(
         if done >= min_rounds and time.perf_counter() - started > max_seconds:
             break
     return {
-        name: {"wall": summarise(wall[name]), "cpu": summarise(cpu[name])}
+        name: {
+            "summary": {"wall": summarise(wall[name]), "cpu": summarise(cpu[name])},
+            "samples": wall[name],
+        }
         for name in functions
     }
 

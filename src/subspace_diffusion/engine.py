@@ -291,13 +291,15 @@ class Simulator:
         Diffusion strategies send every non-local parameter to each neighbour
         with a nonzero weight in the group's matrix; local groups never travel.
         Centralised projection sends them once to the fusion centre. Shared
-        AGD adds one norm per weight slice of each shared layer.
+        AGD adds one norm per weight slice of each shared layer, and
+        ``agd_agree`` one more scalar.
         """
         sent = torch.zeros(self.num_agents, dtype=torch.float64)
         name = self.strategy.name
         if name == "noncooperative":
             return sent
         element = torch.empty((), dtype=self.dtype).element_size()
+        first_shared = next((g for g in self.sharing.groups if not g.is_local), None)
         for group in self.sharing.groups:
             if group.is_local:
                 continue
@@ -316,6 +318,8 @@ class Simulator:
                         if layer.weight in group.parameter_indices
                     )
                     values += norms
+                if getattr(self.step_rule, "agree", False) and group is first_shared:
+                    values += 1  # the gossiped G
             sent += receivers * values * element
         return sent
 

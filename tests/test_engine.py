@@ -164,3 +164,21 @@ def test_cnn_trains_on_tiny_images():
     first = simulator.step()
     assert first.shape == (3,)
     assert bool(torch.isfinite(first).all())
+
+
+def test_same_seed_same_iterates():
+    first = make_simulator(seed=3)
+    second = make_simulator(seed=3)
+    for _ in range(3):
+        first.step()
+        second.step()
+    for a, b in zip(first.params, second.params):
+        assert torch.equal(a, b)
+
+
+def test_different_seed_different_iterates():
+    first = make_simulator(seed=3)
+    second = make_simulator(seed=4)
+    first.step()
+    second.step()
+    assert not torch.equal(first.params[0], second.params[0])

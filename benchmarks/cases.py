@@ -1,7 +1,7 @@
 """Benchmark cases: the models, random per-agent data and the simulators.
 
 The data is random (normal images, uniform labels) because step time does
-not depend on the values. Each agent holds four minibatches, so the sampler
+not depend on the values. Each agent has four minibatches, so the sampler
 also reshuffles inside the timed steps, as it does in training.
 """
 
@@ -33,7 +33,9 @@ class ModelCase:
     def build(self) -> nn.Module:
         """Return a new instance of the network."""
         if self.name == "cnn":
-            return ReferenceCNN(self.input_shape[0], self.input_shape[1:], self.num_outputs)
+            return ReferenceCNN(
+                self.input_shape[0], self.input_shape[1:], self.num_outputs
+            )
         if self.name == "mlp":
             return MLP(784, (256, 256), self.num_outputs, bias=False)
         raise ValueError(f"Unknown benchmark model {self.name!r}; use cnn or mlp.")

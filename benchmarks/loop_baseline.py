@@ -70,8 +70,30 @@ class PerAgentLoop:
                 self.group_of[index] = number
 
     @classmethod
-    def from_simulator(cls, simulator: Simulator) -> "PerAgentLoop":
-        """Return a loop that continues from the simulator's current state."""
+    def from_simulator(cls, simulator: Simulator) -> PerAgentLoop:
+        """Return a loop that continues from the simulator's current state.
+
+        Raises
+        ------
+        ValueError
+            If the simulator runs something the loop does not implement: a
+            strategy other than exact diffusion with one adapt step, masked
+            logits or a custom loss function.
+        """
+        strategy = simulator.strategy
+        if strategy.name != "exact" or strategy.local_steps != 1:
+            raise ValueError(
+                f"The per-agent loop implements exact diffusion with one adapt "
+                f"step, but the simulator runs {strategy.name!r} with "
+                f"local_steps={strategy.local_steps}. Build the simulator with "
+                "strategy='exact' and local_steps=1."
+            )
+        if simulator.logit_mask is not None or simulator.loss_function is not None:
+            raise ValueError(
+                "The per-agent loop uses plain cross-entropy on all logits, but "
+                "the simulator masks logits or has its own loss function. Build "
+                "it without num_classes and loss_function."
+            )
         modules = []
         for k in range(simulator.num_agents):
             module = copy.deepcopy(simulator.model)
@@ -85,14 +107,18 @@ class PerAgentLoop:
             matrices = simulator.combiner.matrices[number]
             pair = None if group.is_local else (matrices["A"], matrices["A_bar"])
             groups.append((list(group.parameter_indices), pair))
-        loop = cls(modules, groups, simulator.step_rule, clone_sampler(simulator.sampler))
+        loop = cls(
+            modules, groups, simulator.step_rule, clone_sampler(simulator.sampler)
+        )
 
         # Exact diffusion's state: the previous adapted iterate of shared groups.
         previous = getattr(simulator.strategy, "previous_adapted", None)
         if previous is not None:
             for number, (indices, pair) in enumerate(groups):
                 if pair is not None:
-                    rows = [previous[i].reshape(simulator.num_agents, -1) for i in indices]
+                    rows = [
+                        previous[i].reshape(simulator.num_agents, -1) for i in indices
+                    ]
                     loop.previous_adapted[number] = torch.cat(rows, dim=1).clone()
         return loop
 
@@ -134,10 +160,14 @@ class PerAgentLoop:
         for k in range(self.num_agents):
             params = self.parameters_of(k)
             rows.append(torch.cat([params[i].reshape(-1) for i in indices]))
-            increment_rows.append(torch.cat([increments[k][i].reshape(-1) for i in indices]))
+            increment_rows.append(
+                torch.cat([increments[k][i].reshape(-1) for i in indices])
+            )
         width = max(len(row) for row in rows)
         w = torch.stack([F.pad(row, (0, width - len(row))) for row in rows])
-        increment = torch.stack([F.pad(row, (0, width - len(row))) for row in increment_rows])
+        increment = torch.stack(
+            [F.pad(row, (0, width - len(row))) for row in increment_rows]
+        )
 
         # adapt: psi = w - increment; correct: phi = psi + w - psi_previous
         psi = w - increment
@@ -152,43 +182,64 @@ class PerAgentLoop:
             offset = 0
             for index in indices:
                 size = params[index].numel()
-                params[index].copy_(combined[k, offset : offset + size].view_as(params[index]))
+                params[index].copy_(
+                    combined[k, offset : offset + size].view_as(params[index])
+                )
                 offset += size
 
     def _increments(self) -> list[list[torch.Tensor]]:
         """Return the adapt-step increment of every agent and parameter."""
         if isinstance(self.step_rule, ConstantStep):
             mu = self.step_rule.step_size
-            return [[mu * p.grad for p in self.parameters_of(k)] for k in range(self.num_agents)]
+            return [
+                [mu * p.grad for p in self.parameters_of(k)]
+                for k in range(self.num_agents)
+            ]
         return self._agd_increments()
 
     def _agd_increments(self) -> list[list[torch.Tensor]]:
         layers: list[Layer] = self.step_rule.layers
         num_layers = len(layers)
 
-        # Each agent's gradient norms per layer and per (kh, kw) slice.
+        # Each agent's gradient norms per (kh, kw) slice and per whole weight,
+        # averaged over neighbours for shared layers with agd-shared.
         norms = []
+        weight_norms = []
         for layer in layers:
             per_agent = []
             for k in range(self.num_agents):
                 grad = self.parameters_of(k)[layer.weight].grad
                 slices = grad.reshape(layer.fan_out, layer.fan_in, -1)
                 per_agent.append(torch.linalg.vector_norm(slices, dim=(0, 1)))
-            layer_norms = torch.stack(per_agent)
+            slice_norms = torch.stack(per_agent)
+            whole_norms = torch.linalg.vector_norm(slice_norms, dim=1)
             pair = self.groups[self.group_of[layer.weight]][1]
             if self.step_rule.shared_norms and pair is not None:
-                layer_norms = pair[0] @ layer_norms
-            norms.append(layer_norms)
+                slice_norms = pair[0] @ slice_norms
+                whole_norms = pair[0] @ whole_norms
+            norms.append(slice_norms)
+            weight_norms.append(whole_norms)
 
-        # eta_k = log((1 + sqrt(1 + 4 G_k)) / 2), G_k = (1/L) sum_l s_l sum ||g||
+        # G_k = (1/L) sum_l s_l sum ||g||, gossiped once when the rule's agree is set.
+        summaries = []
+        for k in range(self.num_agents):
+            summary = sum(
+                layer.scale * float(n[k].sum()) for layer, n in zip(layers, norms)
+            )
+            summaries.append(summary / num_layers)
+        if getattr(self.step_rule, "agree", False):
+            summaries = self._gossip(summaries, layers)
+
+        # eta_k = log((1 + sqrt(1 + 4 G_k)) / 2), then each agent's increments.
         increments = []
         for k in range(self.num_agents):
-            summary = sum(layer.scale * float(n[k].sum()) for layer, n in zip(layers, norms))
-            summary /= num_layers
-            eta = math.log((1 + math.sqrt(1 + 4 * summary)) / 2) * self.step_rule.gain
+            eta = (
+                math.log((1 + math.sqrt(1 + 4 * summaries[k])) / 2)
+                * self.step_rule.gain
+            )
             params = self.parameters_of(k)
             agent_increments = [torch.zeros_like(p) for p in params]
-            for layer, n in zip(layers, norms):
+            for layer, n, whole in zip(layers, norms, weight_norms):
                 coefficient = eta / num_layers * layer.scale
                 grad = params[layer.weight].grad
                 slices = grad.reshape(layer.fan_out, layer.fan_in, -1)
@@ -196,16 +247,30 @@ class PerAgentLoop:
                 factor = torch.where(n[k] > 0, coefficient / safe, 0.0)
                 agent_increments[layer.weight] = (slices * factor).reshape(grad.shape)
                 if layer.bias is not None:
-                    weight_norm = float(torch.linalg.vector_norm(n[k]))
+                    weight_norm = float(whole[k])
                     bias_factor = coefficient / weight_norm if weight_norm > 0 else 0.0
                     agent_increments[layer.bias] = params[layer.bias].grad * bias_factor
             increments.append(agent_increments)
         return increments
 
+    def _gossip(self, summaries: list[float], layers: list[Layer]) -> list[float]:
+        # One neighbourhood average with the first shared layer's A.
+        for layer in layers:
+            pair = self.groups[self.group_of[layer.weight]][1]
+            if pair is not None:
+                values = torch.tensor(
+                    summaries, dtype=pair[0].dtype, device=pair[0].device
+                )
+                return (pair[0] @ values).tolist()
+        return summaries
+
     def stacked_parameters(self) -> list[torch.Tensor]:
         """Return the agents' parameters stacked as the engine stores them."""
         per_agent = [self.parameters_of(k) for k in range(self.num_agents)]
-        return [torch.stack([p[i].detach() for p in per_agent]) for i in range(len(per_agent[0]))]
+        return [
+            torch.stack([p[i].detach() for p in per_agent])
+            for i in range(len(per_agent[0]))
+        ]
 
 
 class ComputeFloor:
@@ -240,7 +305,9 @@ class ComputeFloor:
     ) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.model = copy.deepcopy(model).to(device=device, dtype=dtype)
-        images = torch.randn(num_samples, *input_shape, generator=generator, dtype=dtype)
+        images = torch.randn(
+            num_samples, *input_shape, generator=generator, dtype=dtype
+        )
         self.images = images.to(device)
         self.labels = torch.randint(0, num_outputs, (num_samples,), generator=generator)
         self.labels = self.labels.to(device)

@@ -8,9 +8,12 @@ with memory in bytes:
   building the simulator;
 * ``rss_after_warmup``: RSS after one training step, which also loads the
   kernels and libraries that the first step needs;
-* ``peak_rss``: the process's peak RSS (``ru_maxrss``) at the end;
+* ``peak_rss``: the process's peak RSS, the larger of ``VmHWM`` before and
+  after the measured steps (``ru_maxrss`` is no use here, because Linux
+  carries the parent's peak over into it when this process is started);
 * ``step_peak_rss``: the peak RSS during the measured steps alone, read from
-  ``VmHWM`` after resetting it through ``/proc/self/clear_refs`` (Linux);
+  ``VmHWM`` after resetting it through ``/proc/self/clear_refs``, or None
+  where that reset fails;
 * on CUDA, ``cuda_after_build`` and ``cuda_peak`` from the caching allocator.
 
 ``run.py`` starts this script with ``MALLOC_MMAP_THRESHOLD_`` set, so glibc
@@ -27,7 +30,6 @@ import resource
 import sys
 
 import torch
-
 from cases import MODEL_CASES, build_simulator, parameter_bytes
 
 
@@ -36,11 +38,6 @@ def resident_bytes() -> int:
     with open("/proc/self/statm", encoding="utf-8") as file:
         pages = int(file.read().split()[1])
     return pages * resource.getpagesize()
-
-
-def peak_resident_bytes() -> int:
-    """Return the peak RSS so far (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def reset_high_water_mark() -> bool:
@@ -78,9 +75,11 @@ def main(argv: list[str]) -> None:
 
     simulator.step()
     after_warmup = resident_bytes()
+    peak_before_steps = high_water_mark()
     can_reset = reset_high_water_mark()
     for _ in range(int(steps)):
         simulator.step()
+    peak_of_steps = high_water_mark()
 
     shared, local = parameter_bytes(case)
     result = {
@@ -90,8 +89,8 @@ def main(argv: list[str]) -> None:
         "rss_after_build": after_build,
         "rss_after_warmup": after_warmup,
         "rss_after_steps": resident_bytes(),
-        "step_peak_rss": high_water_mark() if can_reset else None,
-        "peak_rss": peak_resident_bytes(),
+        "step_peak_rss": peak_of_steps if can_reset else None,
+        "peak_rss": max(peak_before_steps, peak_of_steps),
         "data_bytes": images.numel() * images.element_size(),
         "shared_parameter_bytes_per_agent": shared,
         "local_parameter_bytes_per_agent": local,

@@ -12,6 +12,9 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
+# Environment variables that change thread counts or memory allocation.
+TUNING_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "THP_MEM_ALLOC_ENABLE")
+
 
 def synchronise(device: torch.device) -> None:
     """Wait for queued GPU work, so that a timer sees all of it."""
@@ -50,8 +53,9 @@ def time_interleaved(
     -------
     dict
         For each name, ``summary`` with ``wall`` and ``cpu`` (process CPU
-        time, all threads) summaries in seconds per call, as :func:`summarise`
-        returns them, and ``samples``, the wall-clock seconds of every call.
+        time, all threads) summaries in seconds per call and
+        ``minor_page_faults`` per call, as :func:`summarise` returns them, and
+        ``samples``, the wall-clock seconds of every call.
     """
     for function in functions.values():
         for _ in range(warmup):
@@ -60,28 +64,48 @@ def time_interleaved(
 
     wall = {name: [] for name in functions}
     cpu = {name: [] for name in functions}
+    faults = {name: [] for name in functions}
     names = list(functions)
     started = time.perf_counter()
     for round_number in range(max_rounds):
         # Rotate the order so that no variant always runs right after another.
         shift = round_number % len(names)
         for name in names[shift:] + names[:shift]:
+            faults_start = minor_page_faults()
             cpu_start = time.process_time()
             wall_start = time.perf_counter()
             functions[name]()
             synchronise(device)
             wall[name].append(time.perf_counter() - wall_start)
             cpu[name].append(time.process_time() - cpu_start)
+            faults[name].append(minor_page_faults() - faults_start)
         done = round_number + 1
         if done >= min_rounds and time.perf_counter() - started > max_seconds:
             break
     return {
         name: {
-            "summary": {"wall": summarise(wall[name]), "cpu": summarise(cpu[name])},
+            "summary": {
+                "wall": summarise(wall[name]),
+                "cpu": summarise(cpu[name]),
+                "minor_page_faults": summarise(faults[name]),
+            },
             "samples": wall[name],
         }
         for name in functions
     }
+
+
+def minor_page_faults() -> int:
+    """Return this process's minor page faults so far (0 where unsupported).
+
+    Each first touch of newly mapped memory is one, so they count the pages
+    that large new tensors cost the kernel to map and zero.
+    """
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def cpu_model() -> str:
@@ -119,4 +143,9 @@ def machine_info(device: torch.device) -> dict:
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    info["environment"] = {
+        name: value
+        for name, value in os.environ.items()
+        if name in TUNING_VARIABLES or name.startswith("MALLOC_")
+    }
     return info

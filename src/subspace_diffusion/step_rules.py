@@ -146,7 +146,7 @@ class ConstantStep:
     def increment(self, params, grads, combiner, scale: float = 1.0):
         mu = self.step_size * scale
         self.last_step_size = torch.full((grads[0].shape[0],), mu)
-        return [mu * g for g in grads]
+        return [g.mul_(mu) for g in grads]
 
 
 class AutomaticGradientDescent:
@@ -239,9 +239,9 @@ class AutomaticGradientDescent:
                 n > 0, coefficient[:, None] / safe, torch.zeros_like(n)
             )
             if grad.dim() == 3:
-                update = grad * factor.reshape(k, 1, 1)
+                update = grad.mul_(factor.reshape(k, 1, 1))
             else:
-                update = grad * factor.reshape(k, 1, 1, *grad.shape[3:])
+                update = grad.mul_(factor.reshape(k, 1, 1, *grad.shape[3:]))
             increments[layer.weight] = update
 
             # bias: (eta/L) s_l grad b / ||grad W_l||_F (whole weight)
@@ -253,8 +253,8 @@ class AutomaticGradientDescent:
                     torch.zeros_like(safe_norm),
                 )
                 bias_grad = grads[layer.bias]
-                increments[layer.bias] = bias_grad * bias_factor.reshape(
-                    k, *([1] * (bias_grad.dim() - 1))
+                increments[layer.bias] = bias_grad.mul_(
+                    bias_factor.reshape(k, *([1] * (bias_grad.dim() - 1)))
                 )
         return increments
 

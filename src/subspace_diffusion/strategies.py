@@ -4,8 +4,8 @@ Every strategy is written once against three operators that an executor
 provides, so the same code runs on stacked neural-network parameters, on flat
 vector problems and on a distributed run:
 
-* ``gradient(params)``: stacked stochastic gradients at ``params``; each call
-  draws a new minibatch;
+* ``gradient(params)``: stacked stochastic gradients at ``params``, as new
+  tensors that the step rule may overwrite; each call draws a new minibatch;
 * ``step_rule.increment(params, grads, combiner, scale)``: the adapt-step
   increment, ``mu * g`` for a constant step size or the AGD update;
 * ``combiner.combine(tensors, operator)``: for each tensor of the parameter
@@ -66,7 +66,11 @@ class Combiner(Protocol):
 
 
 class StepRule(Protocol):
-    """Adapt-step increment: ``mu * g`` for the constant rule, or AGD's."""
+    """Adapt-step increment: ``mu * g`` for the constant rule, or AGD's.
+
+    ``increment`` may overwrite ``grads`` and must return tensors that the
+    caller owns, because the strategies write the adapted iterate into them.
+    """
 
     def increment(
         self,
@@ -125,7 +129,9 @@ class Strategy:
         for _ in range(self.local_steps):
             grads = gradient(adapted)
             increments = step_rule.increment(adapted, grads, combiner, scale)
-            adapted = [p - d for p, d in zip(adapted, increments)]
+            # psi = w - increment, written into the increment's buffer (the
+            # strategy owns it) to avoid a new parameter-sized tensor per step.
+            adapted = [torch.sub(p, d, out=d) for p, d in zip(adapted, increments)]
         return adapted
 
     def cooperate(
@@ -232,7 +238,13 @@ class ExactDiffusion(Strategy):
         corrected = []
         for i, (w, psi) in enumerate(zip(params, adapted)):
             previous = self.previous_adapted[i]
-            corrected.append(psi if previous is None else psi + (w - previous))
+            if previous is None:
+                corrected.append(psi)
+            elif previous is w:
+                corrected.append(psi)  # first exchange: w - psi_{-1} = 0
+            else:
+                # psi_{i-1} is not needed after this, so phi reuses its buffer.
+                corrected.append(torch.sub(w, previous, out=previous).add_(psi))
         self.previous_adapted = [
             None if previous is None else psi
             for previous, psi in zip(self.previous_adapted, adapted)

@@ -31,40 +31,53 @@ def _save(figure, path: Path) -> None:
     plt.close(figure)
 
 
+_LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _plot_series(rows, key, transform, ylabel, title, path: Path, marker=None) -> None:
+    tasks = {int(row["agent"]): int(row["task"]) for row in rows}
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for agent, (epochs, values) in sorted(_per_agent(rows, key).items()):
+        axes.plot(
+            epochs,
+            [transform(value) for value in values],
+            linestyle=_LINE_STYLES[tasks[agent] % len(_LINE_STYLES)],
+            marker=marker,
+            label=f"agent {agent} (task {tasks[agent]})",
+        )
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    _save(figure, path)
+
+
 def plot_training(rows: Sequence[dict], directory: Path, title: str = "") -> list[Path]:
     """Draw per-agent training loss in dB and test accuracy against epoch.
 
-    Returns the paths written: ``training_loss.png`` and ``test_accuracy.png``.
+    Agents of the same task share a line style. Returns the paths written:
+    ``training_loss.png`` and ``test_accuracy.png``.
     """
     directory = Path(directory)
-    written = []
-    tasks = {int(row["agent"]): int(row["task"]) for row in rows}
-
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for agent, (epochs, losses) in sorted(_per_agent(rows, "train_loss").items()):
-        decibels = [10 * math.log10(max(loss, 1e-30)) for loss in losses]
-        axes.plot(epochs, decibels, label=f"agent {agent} (task {tasks[agent]})")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("training loss (dB, 10 log10)")
-    axes.set_title(title or "Training loss per agent")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    _save(figure, directory / "training_loss.png")
-    written.append(directory / "training_loss.png")
-
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for agent, (epochs, accuracy) in sorted(_per_agent(rows, "test_accuracy").items()):
-        percent = [100 * a for a in accuracy]
-        axes.plot(
-            epochs, percent, marker=".", label=f"agent {agent} (task {tasks[agent]})"
-        )
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("test accuracy (%)")
-    axes.set_title(title or "Test accuracy per agent")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    _save(figure, directory / "test_accuracy.png")
-    written.append(directory / "test_accuracy.png")
-    return written
+    loss_path = directory / "training_loss.png"
+    accuracy_path = directory / "test_accuracy.png"
+    _plot_series(
+        rows,
+        "train_loss",
+        lambda loss: 10 * math.log10(max(loss, 1e-30)),
+        "training loss (dB, 10 log10)",
+        title or "Training loss per agent",
+        loss_path,
+    )
+    _plot_series(
+        rows,
+        "test_accuracy",
+        lambda accuracy: 100 * accuracy,
+        "test accuracy (%)",
+        title or "Test accuracy per agent",
+        accuracy_path,
+        marker=".",
+    )
+    return [loss_path, accuracy_path]

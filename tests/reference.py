@@ -231,7 +231,8 @@ class ReferenceNetwork:
                 weight_norms[k][weight] = float(torch.linalg.norm(g))
 
         # agd-shared: neighbourhood averages for layers of non-local groups.
-        if self.step_rule == "agd-shared":
+        # Non-cooperative agents exchange nothing, so they keep their own norms.
+        if self.step_rule == "agd-shared" and self.strategy != "noncooperative":
             averaged_slices = [{} for _ in range(num_agents)]
             averaged_weights = [{} for _ in range(num_agents)]
             for k in range(num_agents):

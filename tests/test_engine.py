@@ -182,3 +182,18 @@ def test_different_seed_different_iterates():
     first.step()
     second.step()
     assert not torch.equal(first.params[0], second.params[0])
+
+
+def test_noncooperative_agd_shared_uses_own_norms():
+    local = make_simulator("noncooperative", "agd-local", seed=2)
+    shared = make_simulator("noncooperative", "agd-shared", seed=2)
+    for _ in range(3):
+        local.step()
+        shared.step()
+    for a, b in zip(local.params, shared.params):
+        assert torch.equal(a, b)
+
+
+def test_bytes_sent_centralized_counts_norms():
+    simulator = make_simulator("centralized", "agd-shared")
+    assert simulator.bytes_per_step.tolist() == [(16 * 8 + 8 + 1) * 4] * 4

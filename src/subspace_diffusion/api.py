@@ -29,6 +29,7 @@ from .models import MODELS, build_model
 from .plots import plot_training
 from .runs import (
     MetricsWriter,
+    check_run_directory,
     prepare_run_directory,
     save_checkpoint,
     save_config,
@@ -69,6 +70,7 @@ def train(
     evaluations_per_epoch: int = 1,
     metrics: MetricsWriter | None = None,
     progress: ProgressCallback | None = None,
+    simulator: Simulator | None = None,
     **simulator_options,
 ) -> TrainResult:
     """Train K copies of ``model`` on a graph, one per agent.
@@ -97,6 +99,9 @@ def train(
         Receives each evaluation's rows as soon as they exist.
     progress : callable, optional
         Called as ``progress(step, total_steps, losses)`` after every step.
+    simulator : Simulator, optional
+        An already built simulator to train; ``model``, ``shards``, ``graph``,
+        ``sharing`` and ``simulator_options`` are then ignored.
     **simulator_options
         Passed to :class:`~subspace_diffusion.engine.Simulator`: ``strategy``,
         ``step_rule``, ``step_size``, ``batch_size``, ``local_steps``,
@@ -120,25 +125,41 @@ def train(
     """
     if sharing is None:
         sharing = DEFAULT_SHARING
-    if not isinstance(epochs, (int, float)) or not epochs > 0:
-        raise ConfigError(f"epochs must be positive, got {epochs!r}.")
+    if (
+        isinstance(epochs, bool)
+        or not isinstance(epochs, (int, float))
+        or not math.isfinite(epochs)
+        or not epochs > 0
+    ):
+        raise ConfigError(f"epochs must be a positive finite number, got {epochs!r}.")
     if not isinstance(evaluations_per_epoch, int) or evaluations_per_epoch < 1:
         raise ConfigError(
             f"evaluations_per_epoch must be a positive integer, got "
             f"{evaluations_per_epoch!r}."
         )
-    simulator = Simulator(model, shards, graph, sharing, **simulator_options)
+    if simulator is None:
+        simulator = Simulator(model, shards, graph, sharing, **simulator_options)
     num_agents = simulator.num_agents
     if agent_task is None:
         agent_task = list(range(num_agents))
-    if test_sets is not None and max(agent_task) >= len(test_sets):
+    agent_task = list(agent_task)
+    if len(agent_task) != num_agents:
         raise ConfigError(
-            f"agent_task refers to task {max(agent_task)} but only "
-            f"{len(test_sets)} test sets were given."
+            f"agent_task has {len(agent_task)} entries for {num_agents} agents; "
+            "give one task index per agent."
+        )
+    if test_sets is not None and not all(
+        isinstance(t, int) and 0 <= t < len(test_sets) for t in agent_task
+    ):
+        raise ConfigError(
+            f"agent_task {agent_task} must contain task indices 0 to "
+            f"{len(test_sets) - 1}, one per test set given."
         )
 
-    draws_per_step = simulator.strategy.local_steps
-    steps_per_epoch = max(1, simulator.sampler.batches_per_epoch // draws_per_step)
+    # An exchange draws E minibatches, so an epoch has batches / E exchanges.
+    steps_per_epoch = (
+        simulator.sampler.batches_per_epoch / simulator.strategy.local_steps
+    )
     total_steps = max(1, round(epochs * steps_per_epoch))
     # Evaluate at evenly spaced steps, the last one always included.
     num_evaluations = max(1, math.ceil(epochs * evaluations_per_epoch))
@@ -253,8 +274,70 @@ class TrainConfig:
             normalised[name] = value
         return cls(**normalised)
 
+    def _check_types(self) -> None:
+        def fail(name, expected):
+            value = getattr(self, name)
+            raise ConfigError(
+                f"Invalid {name.replace('_', '-')} {value!r} "
+                f"({type(value).__name__}): expected {expected}."
+            )
+
+        def is_number(value):
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        def is_int(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        strings = ("dataset", "topology", "strategy", "step_rule", "model")
+        for name in strings + ("weights", "dtype", "device"):
+            if not isinstance(getattr(self, name), str):
+                fail(name, "a string")
+        for name in ("data_dir", "out"):
+            if getattr(self, name) is not None and not isinstance(
+                getattr(self, name), str
+            ):
+                fail(name, "a path")
+        for name in ("overwrite", "agd_agree"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "true or false")
+        for name in ("step_size", "edge_probability", "radius"):
+            value = getattr(self, name)
+            if value is not None and not (is_number(value) and math.isfinite(value)):
+                fail(name, "a finite number")
+        for name in ("image_size", "samples_per_agent"):
+            value = getattr(self, name)
+            if value is not None and not (is_int(value) and value > 0):
+                fail(name, "a positive integer")
+        if not is_int(self.seed):
+            fail("seed", "an integer")
+        if not (is_number(self.agd_gain) and math.isfinite(self.agd_gain)):
+            fail("agd_gain", "a positive finite number")
+        if self.agd_gain <= 0:
+            fail("agd_gain", "a positive finite number")
+        hidden = self.hidden
+        if (
+            not isinstance(hidden, (list, tuple))
+            or not hidden
+            or not all(is_int(width) and width > 0 for width in hidden)
+        ):
+            fail("hidden", "a list of positive layer widths, for example [256, 256]")
+        tasks = self.tasks
+        if not isinstance(tasks, (list, tuple)) or not all(
+            isinstance(task, (list, tuple)) and all(is_int(c) for c in task)
+            for task in tasks
+        ):
+            fail(
+                "tasks", "a list of lists of class labels, for example [[0, 1], [2, 3]]"
+            )
+        if not isinstance(self.sharing, dict):
+            fail("sharing", "a mapping from parameter patterns to subspaces")
+
     def validate(self) -> None:
         """Check every setting that can be checked before loading data."""
+        self._check_types()
+        topology = self.topology.lower().replace("_", "-")
+        if topology in TOPOLOGIES:
+            self.topology = topology
         choices = {
             "dataset": data_module.DATASETS,
             "strategy": STRATEGIES,
@@ -270,7 +353,7 @@ class TrainConfig:
                     f"Unknown {name.replace('_', '-')} {value!r}. Choose one of: "
                     f"{', '.join(allowed)}."
                 )
-        is_path = os.path.sep in self.topology or Path(self.topology).suffix
+        is_path = os.path.sep in self.topology or Path(self.topology).is_file()
         if self.topology not in TOPOLOGIES and not is_path:
             raise ConfigError(
                 f"Unknown topology {self.topology!r}. Choose one of: "
@@ -283,8 +366,21 @@ class TrainConfig:
                 raise ConfigError(
                     f"{name.replace('_', '-')} must be a positive integer, got {value!r}."
                 )
-        if not isinstance(self.epochs, (int, float)) or not self.epochs > 0:
-            raise ConfigError(f"epochs must be positive, got {self.epochs!r}.")
+        if (
+            isinstance(self.epochs, bool)
+            or not isinstance(self.epochs, (int, float))
+            or not math.isfinite(self.epochs)
+            or not self.epochs > 0
+        ):
+            raise ConfigError(
+                f"epochs must be a positive finite number, got {self.epochs!r}."
+            )
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ConfigError(
+                f"Invalid --device {self.device!r}: use cpu, cuda or cuda:N."
+            ) from None
         if self.step_rule == "constant" and self.step_size is None:
             raise ConfigError(
                 "--step-rule constant needs --step-size (for example 0.01); the "
@@ -347,7 +443,7 @@ def run(
     log = log or logger.info
     started = time.perf_counter()
     out = config.out or f"runs/{config.dataset}-{config.strategy}-{config.step_rule}"
-    directory = prepare_run_directory(out, overwrite=config.overwrite)
+    check_run_directory(out, overwrite=config.overwrite)
 
     graph = build_graph(config)
     dataset = data_module.load_dataset(
@@ -368,41 +464,50 @@ def run(
         max(num_classes),
         hidden=tuple(config.hidden),
     )
+    simulator = Simulator(
+        model,
+        split.train,
+        graph,
+        config.sharing,
+        strategy=config.strategy,
+        step_rule=config.step_rule,
+        step_size=config.step_size,
+        batch_size=config.batch_size,
+        local_steps=config.local_steps,
+        num_classes=num_classes,
+        seed=config.seed,
+        device=config.device,
+        dtype=DTYPES[config.dtype],
+        weights=config.weights,
+        agd_gain=config.agd_gain,
+        agd_agree=config.agd_agree,
+    )
+    description = describe_graph(graph, graph.name or config.topology)
+    log(f"graph: {description}")
+    log(simulator.sharing.describe())
+
+    # Every setting is valid: only now is the run directory written.
+    directory = prepare_run_directory(out, overwrite=config.overwrite)
     resolved = dataclasses.asdict(config)
     resolved["out"] = str(directory)
+    del resolved["overwrite"]  # a saved configuration never overwrites results
     save_config(directory, resolved)
-    description = describe_graph(graph, config.topology)
-    log(f"graph: {description}")
-
     metrics = MetricsWriter(directory / "metrics.csv")
     try:
         result = train(
             model,
             split.train,
             graph,
-            config.sharing,
             test_sets=split.test,
             agent_task=split.agent_task,
             epochs=config.epochs,
             evaluations_per_epoch=config.evaluations_per_epoch,
             metrics=metrics,
             progress=progress,
-            strategy=config.strategy,
-            step_rule=config.step_rule,
-            step_size=config.step_size,
-            batch_size=config.batch_size,
-            local_steps=config.local_steps,
-            num_classes=num_classes,
-            seed=config.seed,
-            device=config.device,
-            dtype=DTYPES[config.dtype],
-            weights=config.weights,
-            agd_gain=config.agd_gain,
-            agd_agree=config.agd_agree,
+            simulator=simulator,
         )
     finally:
         metrics.close()
-    log(result.simulator.sharing.describe())
 
     save_checkpoint(
         directory / "checkpoint.npz",

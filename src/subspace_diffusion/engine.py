@@ -362,8 +362,8 @@ class Simulator:
         Diffusion strategies send every non-local parameter to each neighbour
         with a nonzero weight in the group's matrix; local groups never travel.
         Centralised projection sends them once to the fusion centre. Shared
-        AGD adds one norm per weight slice of each shared layer, and
-        ``agd_agree`` one more scalar.
+        AGD adds the gradient norms of each shared layer (one per weight slice,
+        one more for a convolution's bias), and ``agd_agree`` one more scalar.
         """
         sent = torch.zeros(self.num_agents, dtype=torch.float64)
         name = self.strategy.name
@@ -382,15 +382,18 @@ class Simulator:
                 matrix = torch.as_tensor(group.combination)
                 links = (matrix != 0) & ~torch.eye(self.num_agents, dtype=torch.bool)
                 receivers = links.sum(dim=0).double()
-                if getattr(self.step_rule, "shared_norms", False):
-                    norms = sum(
-                        layer.kernel_size
-                        for layer in self.step_rule.layers
-                        if layer.weight in group.parameter_indices
-                    )
-                    values += norms
-                if getattr(self.step_rule, "agree", False) and group is first_shared:
-                    values += 1  # the gossiped G
+            if getattr(self.step_rule, "shared_norms", False):
+                # Slice norms, plus the whole weight's norm for a bias when
+                # there are several slices.
+                norms = sum(
+                    layer.kernel_size
+                    + (layer.bias is not None and layer.kernel_size > 1)
+                    for layer in self.step_rule.layers
+                    if layer.weight in group.parameter_indices
+                )
+                values += norms
+            if getattr(self.step_rule, "agree", False) and group is first_shared:
+                values += 1  # the gossiped G
             sent += receivers * values * element
         return sent
 

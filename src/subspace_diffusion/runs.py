@@ -58,24 +58,58 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def prepare_run_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Create the run directory, refusing to mix results into an earlier run.
+RESULT_FILES = (
+    "config.yaml",
+    "metrics.csv",
+    "summary.json",
+    "checkpoint.npz",
+    "training_loss.png",
+    "test_accuracy.png",
+)
+
+
+def check_run_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Check, without writing anything, that a run may use ``path``.
 
     Raises
     ------
     ConfigError
-        If the directory already contains a ``metrics.csv`` and ``overwrite`` is
-        false, or if the path is a file.
+        If the path is a file, or the directory already contains results
+        (any of :data:`RESULT_FILES`) and ``overwrite`` is false.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"Run directory {path} is a file; pass another --out.")
-    if (path / "metrics.csv").exists() and not overwrite:
+    existing = [name for name in RESULT_FILES if (path / name).exists()]
+    if existing and not overwrite:
         raise ConfigError(
-            f"Run directory {path} already contains results. Pass another --out, "
-            "or --overwrite to replace them."
+            f"Run directory {path} already contains results ({', '.join(existing)}). "
+            "Pass another --out, or --overwrite to replace them."
         )
-    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def prepare_run_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Create the run directory, removing an earlier run's results if allowed.
+
+    With ``overwrite``, every file of :data:`RESULT_FILES` is deleted first, so
+    the directory never mixes two runs, even if the new one stops early.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`check_run_directory`, or if the directory cannot be created.
+    """
+    path = check_run_directory(path, overwrite=overwrite)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        for name in RESULT_FILES:
+            (path / name).unlink(missing_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"Cannot write the run directory {path}: {error.strerror}. "
+            "Pass a writable --out."
+        ) from None
     return path
 
 

@@ -42,7 +42,8 @@ def resolve_subspace(spec, num_agents: int, graph: nx.Graph) -> AgentSubspace:
     ``K x P`` array (a general basis), or a mapping with ``kind`` and its
     options: ``{"kind": "clustered", "clusters": [0, 0, 1, 1]}``,
     ``{"kind": "smooth", "num_eigenvectors": 2}``, ``{"kind": "general",
-    "basis": [[...], ...]}``.
+    "basis": [[...], ...]}``. Any mapping may also name the combination-matrix
+    design, ``"method": "least-squares"`` or ``"spectral"`` (needs cvxpy).
     """
     if isinstance(spec, AgentSubspace):
         if spec.num_agents != num_agents:
@@ -61,16 +62,31 @@ def resolve_subspace(spec, num_agents: int, graph: nx.Graph) -> AgentSubspace:
             "with a 'kind' key (one of: " + ", ".join(SUBSPACE_KINDS) + ")."
         )
     kind = spec["kind"]
-    options = {key: value for key, value in spec.items() if key != "kind"}
+    options = {
+        key: value for key, value in spec.items() if key not in ("kind", "method")
+    }
+    allowed = {"clustered": {"clusters"}, "smooth": {"num_eigenvectors"}}
+    allowed["general"] = {"basis"}
+    unknown = set(options) - allowed.get(kind, set())
+    if unknown and kind in SUBSPACE_KINDS:
+        raise ConfigError(
+            f"Sharing kind {kind!r} got unknown options {sorted(unknown)}; it "
+            f"takes {sorted(allowed.get(kind, set())) or 'none'} and 'method'."
+        )
     try:
         if kind == "shared" and not options:
             return shared_subspace(num_agents)
         if kind == "local" and not options:
             return local_subspace(num_agents)
         if kind == "clustered":
-            return clustered_subspace(options["clusters"])
+            return clustered_subspace(options["clusters"], num_agents=num_agents)
         if kind == "smooth":
-            return smooth_subspace(graph, int(options["num_eigenvectors"]))
+            count = options["num_eigenvectors"]
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise ConfigError(
+                    f"num_eigenvectors must be an integer, got {count!r}."
+                )
+            return smooth_subspace(graph, count)
         if kind == "general":
             return general_subspace(np.asarray(options["basis"], dtype=float))
     except KeyError as missing:
@@ -235,11 +251,14 @@ class SharingSpec:
             if not indices:
                 continue  # every parameter it matched was taken by an earlier rule
             subspace = resolve_subspace(value, num_agents, graph)
+            rule_method = method
+            if isinstance(value, Mapping) and "method" in value:
+                rule_method = value["method"]
             if subspace.is_identity:
                 matrix, report = np.eye(num_agents), None
             else:
                 matrix, report = design_combination_matrix(
-                    subspace, graph, method=method, weights=weights
+                    subspace, graph, method=rule_method, weights=weights
                 )
             group = ParameterGroup(pattern, subspace, indices, matrix, report)
             group.matrices = {

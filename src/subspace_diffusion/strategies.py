@@ -155,10 +155,33 @@ class Strategy:
         return self.cooperate(params, adapted, combiner)
 
 
+class _NoExchange:
+    """Combiner view in which every group is local, so nothing is exchanged."""
+
+    def __init__(self, combiner: Combiner) -> None:
+        self.combiner = combiner
+
+    def is_local(self, index: int) -> bool:
+        return True
+
+    def neighbour_average(self, values: torch.Tensor, index: int) -> torch.Tensor:
+        return values
+
+    def combine(self, tensors, operator: str) -> Tensors:
+        return list(tensors)
+
+
 class NonCooperative(Strategy):
-    """Agents adapt alone: ``w_k <- w_k - mu g_k``. Nothing is exchanged."""
+    """Agents adapt alone: ``w_k <- w_k - mu g_k``. Nothing is exchanged.
+
+    The step rule sees every group as local, so ``agd-shared`` uses each
+    agent's own gradient norms here, as ``agd-local`` does.
+    """
 
     name = "noncooperative"
+
+    def adapt(self, params, gradient, step_rule, combiner):
+        return super().adapt(params, gradient, step_rule, _NoExchange(combiner))
 
     def cooperate(self, params, adapted, combiner):
         return list(adapted)

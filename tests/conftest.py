@@ -1,8 +1,8 @@
 """Shared pytest fixtures: folders of the real datasets used by the tests.
 
 The real data is read in place and never downloaded. Its root folder is
-``$SUBSPACE_DIFFUSION_DATA_ROOT`` if set, else the ``shared/data`` folder next
-to the repository checkout. It contains ``mnist/`` (the four official IDX files)
+``$SUBSPACE_DIFFUSION_DATA_DIR`` if set (the command line reads it too), else
+the ``shared/data`` folder next to the repository checkout. It contains ``mnist/`` (the four official IDX files)
 and ``cifar-10-batches-py/``. Fashion-MNIST comes from the Debian package
 ``dataset-fashion-mnist``. Tests that need a missing dataset are skipped.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-DATA_ROOT_ENV = "SUBSPACE_DIFFUSION_DATA_ROOT"
+DATA_ROOT_ENV = "SUBSPACE_DIFFUSION_DATA_DIR"
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -31,7 +31,7 @@ def require_real_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(
             f"Real data not found at {path}. Set {DATA_ROOT_ENV} to the folder "
-            "that contains mnist/ and cifar-10-batches-py/"
+            "that contains mnist/, cifar-10-batches-py/ and cifar-10-exact-subsets/"
         )
     return path
 

@@ -232,3 +232,54 @@ def test_fashion_mnist_end_to_end(tmp_path, fashion_mnist_dir):
     accuracies = final_accuracies(out)
     assert len(accuracies) == 4
     assert min(accuracies) > 0.7
+
+
+def test_failed_run_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    status = main(
+        [
+            "train",
+            "--step-rule",
+            "constant",
+            "--step-size",
+            "-1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert status == 2
+    assert not out.exists()
+
+
+def test_overwrite_removes_old_results(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    (out / "summary.json").write_text("stale")
+    status = main(
+        ["train", "--epochs", "1", "--out", str(out), "--quiet", "--overwrite"]
+    )
+    assert status == 0
+    assert (out / "summary.json").read_text() != "stale"
+
+
+def test_saved_config_never_overwrites(tmp_path):
+    out = tmp_path / "run"
+    assert (
+        main(["train", "--epochs", "1", "--out", str(out), "--quiet", "--overwrite"])
+        == 0
+    )
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert "overwrite" not in saved
+
+
+def test_cluster_list_wrong_length(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "sharing:\n  trunk.*: {kind: clustered, clusters: [0, 1]}\n  head.*: local\n"
+    )
+    status = main(
+        ["train", "--config", str(config), "--quiet", "--out", str(tmp_path / "out")]
+    )
+    assert status == 2
+    assert "clusters" in capsys.readouterr().err

@@ -197,3 +197,36 @@ def test_noncooperative_agd_shared_uses_own_norms():
 def test_bytes_sent_centralized_counts_norms():
     simulator = make_simulator("centralized", "agd-shared")
     assert simulator.bytes_per_step.tolist() == [(16 * 8 + 8 + 1) * 4] * 4
+
+
+def test_batch_norm_buffers_rejected():
+    model = nn.Sequential()
+    model.add_module("trunk", nn.Sequential(nn.Linear(16, 8), nn.BatchNorm1d(8)))
+    model.add_module("head", nn.Linear(8, 3))
+    with pytest.raises(ConfigError, match="running"):
+        Simulator(model, make_shards(4), nx.cycle_graph(4), SHARING, batch_size=8)
+
+
+class DropoutNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.head(self.dropout(torch.relu(self.trunk(x))))
+
+
+def test_dropout_model_trains():
+    simulator = Simulator(
+        DropoutNet(),
+        make_shards(4),
+        nx.cycle_graph(4),
+        SHARING,
+        step_rule="constant",
+        step_size=0.1,
+        batch_size=8,
+    )
+    losses = simulator.step()
+    assert bool(torch.isfinite(losses).all())

@@ -73,7 +73,12 @@ def _add_train_parser(subparsers) -> None:
         help="passes over each agent's training shard; fractions allowed (default: 30)",
     )
     add("--batch-size", type=int, help="samples per agent per minibatch (default: 32)")
-    add("--local-steps", type=int, help="adapt steps per exchange, E (default: 1)")
+    add(
+        "--local-steps",
+        type=int,
+        help="adapt steps per exchange, E; each uses a new minibatch and the step "
+        "size divided by E (default: 1)",
+    )
     add(
         "--evaluations-per-epoch",
         type=int,
@@ -88,7 +93,8 @@ def _add_train_parser(subparsers) -> None:
     add(
         "--image-size",
         type=int,
-        help="resize MNIST-like images to this many pixels per side (default: 16)",
+        help="resize MNIST and Fashion-MNIST images to this many pixels per side "
+        "(default: 16; digits stay 8x8 and CIFAR-10 32x32)",
     )
     add(
         "--samples-per-agent",
@@ -127,7 +133,7 @@ def _add_train_parser(subparsers) -> None:
         default=None,
         help="replace the results in an existing run directory",
     )
-    add("--quiet", action="store_true", help="no progress bar")
+    add("--quiet", action="store_true", help="no progress bar and no log lines")
     parser.set_defaults(handler=_train)
 
 
@@ -166,6 +172,10 @@ def _train(args: argparse.Namespace) -> int:
 
     bar = None
 
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr)
+
     def progress(step, total, losses):
         nonlocal bar
         if args.quiet:
@@ -177,9 +187,7 @@ def _train(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{float(losses.mean()):.4f}")
 
     try:
-        result = run(
-            config, progress=progress, log=lambda line: print(line, file=sys.stderr)
-        )
+        result = run(config, progress=progress, log=log)
     finally:
         if bar is not None:
             bar.close()
@@ -200,8 +208,8 @@ def _print_summary(result) -> None:
             f"{row['test_loss']:>9.4f} {percent}"
         )
     print(
-        f"\n{result.train.simulator.steps} steps in {result.seconds:.1f} s; "
-        f"results in {result.directory}"
+        f"\n{result.train.simulator.steps} steps: training {result.train.seconds:.1f} s, "
+        f"total {result.seconds:.1f} s; results in {result.directory}"
     )
 
 

@@ -289,6 +289,14 @@ class Simulator:
         if not self.names:
             raise ConfigError("The model has no parameters to train.")
         self.shapes = [p.shape for _, p in model.named_parameters()]
+        buffers = [name for name, _ in model.named_buffers()]
+        if buffers:
+            raise ConfigError(
+                f"The model has buffers {buffers[:4]}, such as batch-norm running "
+                "statistics, which the simulator does not stack per agent. Use "
+                "GroupNorm or LayerNorm, or BatchNorm with "
+                "track_running_stats=False."
+            )
 
         if not isinstance(sharing, (SharingSpec, CompiledSharing)):
             sharing = SharingSpec(sharing)

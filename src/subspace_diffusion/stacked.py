@@ -171,7 +171,8 @@ def _vmap_forward(module: nn.Module, names: list[str]) -> StackedForward:
         state.update(buffers)
         return functional_call(module, state, (x,))
 
-    batched = vmap(single, in_dims=(0, 0))
+    # Each agent draws its own dropout masks.
+    batched = vmap(single, in_dims=(0, 0), randomness="different")
 
     def forward(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return batched(tuple(params), x)

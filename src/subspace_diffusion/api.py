@@ -231,7 +231,7 @@ class TrainConfig:
 
     dataset: str = "digits"
     data_dir: str | None = None
-    agents: int = 4
+    agents: int | None = None  # 4, or the node count of an edge-list file
     topology: str = "ring"
     strategy: str = "exact"
     step_rule: str = "agd-shared"
@@ -359,7 +359,11 @@ class TrainConfig:
                 f"Unknown topology {self.topology!r}. Choose one of: "
                 f"{', '.join(TOPOLOGIES)}, or give the path of an edge-list file."
             )
-        positive_ints = ("agents", "batch_size", "local_steps", "evaluations_per_epoch")
+        if self.agents is None and self.topology in TOPOLOGIES:
+            self.agents = 4
+        positive_ints = ("batch_size", "local_steps", "evaluations_per_epoch")
+        if self.agents is not None:
+            positive_ints = ("agents",) + positive_ints
         for name in positive_ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -410,6 +414,8 @@ def build_graph(config: TrainConfig) -> nx.Graph:
             radius=config.radius,
         )
     graph = as_graph(config.topology)
+    if config.agents is None:
+        config.agents = graph.number_of_nodes()
     if graph.number_of_nodes() != config.agents:
         raise ConfigError(
             f"The edge list {config.topology} has {graph.number_of_nodes()} agents "

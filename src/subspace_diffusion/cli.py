@@ -49,7 +49,11 @@ def _add_train_parser(subparsers) -> None:
         "--data-dir",
         help="folder with the dataset files (mnist, fashion-mnist, cifar10)",
     )
-    add("--agents", type=int, help="number of agents K (default: 4)")
+    add(
+        "--agents",
+        type=int,
+        help="number of agents K (default: 4, or the agents of an edge-list --topology)",
+    )
     add(
         "--topology",
         help=f"graph: {', '.join(TOPOLOGIES)}, or an edge-list file (default: ring)",

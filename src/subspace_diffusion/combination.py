@@ -473,7 +473,9 @@ def design_combination_matrix(
                 f"subspace, got subspace {subspace_label} with method {method!r}. "
                 "Use weights='metropolis'."
             )
-        warnings.warn(AVERAGING_WARNING, UserWarning, stacklevel=2)
+        degrees = [degree for _, degree in graph.degree()]
+        if min(degrees) != max(degrees):
+            warnings.warn(AVERAGING_WARNING, UserWarning, stacklevel=2)
 
     if method == "closed-form":
         matrix = _closed_form_matrix(design_subspace, graph, weights)

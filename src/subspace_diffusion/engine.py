@@ -469,11 +469,13 @@ class Simulator:
         self,
         test_sets: Sequence[tuple[torch.Tensor, torch.Tensor]],
         agent_task: Sequence[int],
-        chunk: int = 1024,
+        chunk: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return each agent's mean test loss and accuracy on its task's test set.
 
-        Agents are evaluated together, ``chunk`` samples at a time.
+        Agents are evaluated together, ``chunk`` samples per agent at a time;
+        by default at most 1024, and fewer when ``K`` is large, so that one
+        chunk of inputs stays under 2^24 values (64 MiB in float32).
         """
         sizes = torch.tensor([len(test_sets[t][1]) for t in agent_task])
         offsets_by_task = torch.cumsum(
@@ -482,6 +484,9 @@ class Simulator:
         offsets = offsets_by_task[list(agent_task)]
         images = torch.cat([x for x, _ in test_sets]).to(self.device, self.dtype)
         labels = torch.cat([y for _, y in test_sets]).to(self.device)
+        if chunk is None:
+            per_sample = max(1, images[0].numel())
+            chunk = max(1, min(1024, 2**24 // (self.num_agents * per_sample)))
         loss_sum = torch.zeros(self.num_agents, dtype=torch.float64)
         correct = torch.zeros(self.num_agents, dtype=torch.float64)
         for start in range(0, int(sizes.max()), chunk):

@@ -63,7 +63,8 @@ _MIN_AGENTS = {"ring": 3, "star": 2}
 AVERAGING_WARNING = (
     "averaging weights c_kl = 1/(n_k + 1) are only row stochastic (and symmetric "
     "only on regular graphs), so U^T A != U^T and exact diffusion converges to a "
-    "wrong point with them. Use metropolis_weights() unless you need this rule."
+    "wrong point with them on graphs that are not regular. Use Metropolis "
+    "weights (--weights metropolis, metropolis_weights()) unless you need this rule."
 )
 
 
@@ -559,11 +560,13 @@ def averaging_weights(graph: nx.Graph) -> np.ndarray:
     Warns
     -----
     UserWarning
-        Always, because exact diffusion converges to a wrong point with these
-        weights (``U^T A != U^T``).
+        If the graph is not regular, because exact diffusion then converges to
+        a wrong point with these weights (``U^T A != U^T``).
     """
-    warnings.warn(AVERAGING_WARNING, UserWarning, stacklevel=2)
     adjacency = adjacency_matrix(graph)
+    degrees = adjacency.sum(axis=1)
+    if degrees.min() != degrees.max():
+        warnings.warn(AVERAGING_WARNING, UserWarning, stacklevel=2)
     weights = adjacency + np.eye(adjacency.shape[0])
     return weights / weights.sum(axis=1, keepdims=True)
 

@@ -338,6 +338,7 @@ class TrainConfig:
         topology = self.topology.lower().replace("_", "-")
         if topology in TOPOLOGIES:
             self.topology = topology
+
         choices = {
             "dataset": data_module.DATASETS,
             "strategy": STRATEGIES,
@@ -353,12 +354,14 @@ class TrainConfig:
                     f"Unknown {name.replace('_', '-')} {value!r}. Choose one of: "
                     f"{', '.join(allowed)}."
                 )
+
         is_path = os.path.sep in self.topology or Path(self.topology).is_file()
         if self.topology not in TOPOLOGIES and not is_path:
             raise ConfigError(
                 f"Unknown topology {self.topology!r}. Choose one of: "
                 f"{', '.join(TOPOLOGIES)}, or give the path of an edge-list file."
             )
+
         if self.agents is None and self.topology in TOPOLOGIES:
             self.agents = 4
         positive_ints = ("batch_size", "local_steps", "evaluations_per_epoch")
@@ -370,6 +373,7 @@ class TrainConfig:
                 raise ConfigError(
                     f"{name.replace('_', '-')} must be a positive integer, got {value!r}."
                 )
+
         if (
             isinstance(self.epochs, bool)
             or not isinstance(self.epochs, (int, float))
@@ -379,12 +383,14 @@ class TrainConfig:
             raise ConfigError(
                 f"epochs must be a positive finite number, got {self.epochs!r}."
             )
+
         try:
             torch.device(self.device)
         except RuntimeError:
             raise ConfigError(
                 f"Invalid --device {self.device!r}: use cpu, cuda or cuda:N."
             ) from None
+
         if self.step_rule == "constant" and self.step_size is None:
             raise ConfigError(
                 "--step-rule constant needs --step-size (for example 0.01); the "
@@ -396,6 +402,7 @@ class TrainConfig:
                 f"{self.step_rule}, which sets its own step sizes. Remove it or use "
                 "--step-rule constant."
             )
+
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(
                 f"--device {self.device} requested but CUDA is not available on this "

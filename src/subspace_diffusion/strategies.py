@@ -62,7 +62,7 @@ class Combiner(Protocol):
         """Average per-agent values over neighbours with parameter ``index``'s A."""
 
     def is_local(self, index: int) -> bool:
-        """Whether parameter ``index`` belongs to a local (identity) group."""
+        """Return whether parameter ``index`` belongs to a local (identity) group."""
 
 
 class StepRule(Protocol):
@@ -174,7 +174,7 @@ class _NoExchange:
 class NonCooperative(Strategy):
     """Agents adapt alone: ``w_k <- w_k - mu g_k``. Nothing is exchanged.
 
-    The step rule sees every group as local, so ``agd-shared`` uses each
+    The step rule treats every group as local, so ``agd-shared`` uses each
     agent's own gradient norms here, as ``agd-local`` does.
     """
 

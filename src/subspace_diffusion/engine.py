@@ -473,8 +473,8 @@ class Simulator:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return each agent's mean test loss and accuracy on its task's test set.
 
-        Agents are evaluated together, ``chunk`` samples per agent at a time;
-        by default at most 1024, and fewer when ``K`` is large, so that one
+        Agents are evaluated together, ``chunk`` samples per agent at a time.
+        The default is at most 1024, and fewer when ``K`` is large, so that one
         chunk of inputs stays under 2^24 values (64 MiB in float32).
         """
         sizes = torch.tensor([len(test_sets[t][1]) for t in agent_task])

@@ -2,9 +2,9 @@
 
 ``ConstantStep`` returns ``mu * g``. ``AutomaticGradientDescent`` returns the
 automatic gradient descent (AGD) update of Bernstein et al., computed per
-agent, either from the agent's own gradient norms (``agd-local``, Algorithm 2
-of the exact-diffusion-with-AGD scheme) or, for shared parameter groups, from
-neighbourhood averages of those norms (``agd-shared``, Algorithm 3).
+agent. With ``agd-local`` (Algorithm 2 of Wadehra's exact diffusion with AGD)
+each agent uses its own gradient norms. With ``agd-shared`` (Algorithm 3),
+shared parameter groups use neighbourhood averages of those norms.
 
 AGD for a network of ``L`` weight tensors ``W_l`` of shape ``d_l x d_{l-1}``::
 

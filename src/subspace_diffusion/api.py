@@ -335,6 +335,8 @@ class TrainConfig:
     def validate(self) -> None:
         """Check every setting that can be checked before loading data."""
         self._check_types()
+        if self.out is None:
+            self.out = f"runs/{self.dataset}-{self.strategy}-{self.step_rule}"
         topology = self.topology.lower().replace("_", "-")
         if topology in TOPOLOGIES:
             self.topology = topology

@@ -192,6 +192,14 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         result = run(config, progress=progress, log=log)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        print(
+            f"interrupted; completed evaluations are in {config.out}/metrics.csv",
+            file=sys.stderr,
+        )
+        return 130
     finally:
         if bar is not None:
             bar.close()

@@ -78,6 +78,10 @@ SUMMARY_COLUMNS = (
 )
 
 
+# Dense Lyapunov solves of order 2N take O(N^3) time and O(N^2) memory.
+MAX_THEORY_SIZE = 1000
+
+
 @dataclass
 class MSDExperimentConfig:
     """Settings of the low-noise MSD experiment.
@@ -157,6 +161,14 @@ class MSDExperimentConfig:
             raise ConfigError(
                 f"unknown subspace {self.subspace!r}. Use one of "
                 f"{', '.join(SUBSPACES)}."
+            )
+        size = self.agents * self.entries_per_agent
+        if size > MAX_THEORY_SIZE:
+            raise ConfigError(
+                f"{self.agents} agents x {self.entries_per_agent} entries give "
+                f"N = {size}, but the steady-state theory solves dense Lyapunov "
+                f"equations of size about 2N and allows N <= {MAX_THEORY_SIZE}. "
+                "Use fewer agents or entries per agent."
             )
         if self.subspace == "clustered" and self.clusters > self.agents:
             raise ConfigError(

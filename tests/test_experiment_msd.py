@@ -137,3 +137,19 @@ def test_config_rejects_too_many_clusters():
     config = MSDExperimentConfig(agents=4, clusters=5)
     with pytest.raises(ConfigError, match="clusters"):
         config.validate()
+
+
+def test_msd_too_large_network_rejected(tmp_path, capsys):
+    status = main(
+        [
+            "experiment",
+            "msd",
+            "--out",
+            str(tmp_path / "msd"),
+            "--agents",
+            "100000",
+            "--quiet",
+        ]
+    )
+    assert status == 2
+    assert "N = 200000" in capsys.readouterr().err

@@ -17,7 +17,7 @@ TUNING_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "THP_MEM_ALLOC_ENABLE"
 
 
 def synchronise(device: torch.device) -> None:
-    """Wait for queued GPU work, so that a timer sees all of it."""
+    """Wait for queued GPU work, so that a timer includes all of it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

@@ -1,9 +1,9 @@
 """Decentralised multi-task learning under subspace constraints.
 
-K agents on a graph each train their own model; parameter groups are kept in
-a subspace (for example a shared trunk in consensus and local heads) by
-approximate-projection diffusion or exact subspace diffusion, with constant
-or automatic (AGD) step sizes.
+K agents on a graph each train their own model. Parameter groups are kept in
+a subspace, for example a shared trunk in consensus beside local heads, by
+approximate-projection diffusion or exact subspace diffusion. Step sizes are
+constant or automatic (AGD).
 """
 
 __version__ = "0.1.0"

@@ -49,6 +49,7 @@ def _add_train_parser(subparsers) -> None:
         "--data-dir",
         help="folder with the dataset files (mnist, fashion-mnist, cifar10)",
     )
+
     add(
         "--agents",
         type=int,
@@ -64,6 +65,7 @@ def _add_train_parser(subparsers) -> None:
         type=float,
         help="connection radius of random-geometric graphs (unit square)",
     )
+
     add("--strategy", choices=STRATEGIES, help="cooperation strategy (default: exact)")
     add("--step-rule", choices=STEP_RULES, help="step-size rule (default: agd-shared)")
     add(
@@ -88,6 +90,7 @@ def _add_train_parser(subparsers) -> None:
         type=int,
         help="test evaluations per epoch (default: 1)",
     )
+
     add("--model", choices=MODELS, help="network: reference cnn or mlp (default: cnn)")
     add(
         "--weights",
@@ -122,6 +125,7 @@ def _add_train_parser(subparsers) -> None:
         choices=("float32", "float64"),
         help="floating-point precision (default: float32)",
     )
+
     add(
         "--seed",
         type=int,

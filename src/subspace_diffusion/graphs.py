@@ -194,8 +194,8 @@ def _lattice_shape(num_agents: int) -> tuple[int, int]:
 def _make_lattice(num_agents: int, *, periodic: bool) -> nx.Graph:
     rows, cols = _lattice_shape(num_agents)
     if periodic and rows < 3:
-        # The most square factorisation maximises the smaller side, so no
-        # other factorisation has both sides >= 3 either.
+        # The factorisation closest to a square has the largest smaller side,
+        # so no other factorisation has both sides >= 3 either.
         candidates = range(max(9, num_agents - 12), num_agents + 13)
         valid = [k for k in candidates if _lattice_shape(k)[0] >= 3]
         nearest = sorted(sorted(valid, key=lambda k: abs(k - num_agents))[:4])
